@@ -1,0 +1,27 @@
+# wdgrid: the two commands a user needs are `make run` and `make test`; `make install` is what both start with.
+# Both work on a fresh clone (they create .venv) and are fast no-ops when .venv is up to date.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test
+
+install: $(STAMP)
+
+# Re-install only when the project's dependency files change.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "wdgrid needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/wdgrid demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest

@@ -1,0 +1,44 @@
+"""The ``wdgrid`` console script, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+WDGRID = Path(sys.executable).parent / "wdgrid"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run([str(WDGRID), *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def test_version_prints_the_installed_version():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"wdgrid {version('wdgrid')}"
+
+
+def test_help_lists_the_demo_and_does_not_import_torch():
+    probe = "import sys; from service.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+    result = run("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+def test_demo_trains_all_four_optimizers_and_prints_their_errors():
+    result = run("demo", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    for name in ("sgd", "sgdw", "adam", "adamw"):
+        assert f" {name} " in result.stdout
+    assert "test error %" in result.stdout
+
+
+def test_demo_rejects_a_bad_epoch_count():
+    result = run("demo", "--epochs", "0")
+    assert result.returncode == 2
+    assert "--epochs" in result.stderr
