@@ -1,0 +1,264 @@
+"""The data registry: data sets a sweep can name, loaded whole into tensors on the training device.
+
+No per-sample Python runs while training: a data set is four tensors (train/test inputs and labels), batches are
+index gathers, and the paper's augmentation (random crop with 4-pixel zero padding, horizontal flip) runs batched on
+the device. Images stay uint8 on the device (all of CIFAR-10 is 150 MB) and are normalized per channel per batch.
+
+==============  =========================================================================================
+name            source (nothing is downloaded unless asked for)
+==============  =========================================================================================
+``mnist1d``     ``mnist1d.data.make_dataset`` with its default arguments (data seed 42), cached as
+                ``<data dir>/mnist1d.npz``: 4000 train / 1000 test, 40 features, 10 classes
+``digits``      scikit-learn's bundled ``load_digits``: 8×8 images scaled to [0, 1], a stratified split with
+                seed 0 into 1437 train / 360 test
+``cifar10``     torchvision's ``CIFAR10`` reading ``<data dir>/cifar-10-batches-py``
+``cifar100``    torchvision's ``CIFAR100`` reading ``<data dir>/cifar-100-python``
+``imagenet32``  Chrabaszcz et al. (2017): ``<data dir>/imagenet32/train_data_batch_1..10`` and ``val_data``,
+                pickles with ``data`` (N×3072 uint8, channel-major) and 1-based ``labels``
+==============  =========================================================================================
+
+The data directory is ``WDGRID_DATA_DIR``, by default ``~/.cache/wdgrid/data``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["DATASETS", "DataNotFoundError", "DeviceData", "data_dir", "load_dataset"]
+
+CIFAR_PAD: Final = 4  # pixels of zero padding before the random 32×32 crop (the paper's augmentation)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set's files are not where wdgrid looks; the message names the path and how to get them."""
+
+
+def data_dir() -> Path:
+    """Where data sets live: ``WDGRID_DATA_DIR``, else ``~/.cache/wdgrid/data``."""
+    return Path(os.environ.get("WDGRID_DATA_DIR") or Path.home() / ".cache" / "wdgrid" / "data")
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """A whole data set as tensors on one device.
+
+    ``x_*`` are float32 features, or uint8 images N×C×H×W when ``mean``/``std`` are set (normalized per batch);
+    ``y_*`` are int64 class indices. ``augment`` turns on random crop + flip for training batches.
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    n_classes: int
+    mean: Tensor | None = None  # per channel, of images scaled to [0, 1]
+    std: Tensor | None = None
+    augment: bool = False
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device: torch.device | str) -> DeviceData:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+            mean=move(self.mean),
+            std=move(self.std),
+        )
+
+    def _prepare(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        if self.mean is None or self.std is None:
+            return x.to(dtype)
+        x = x.to(dtype) / 255.0
+        return (x - self.mean.to(dtype).view(1, -1, 1, 1)) / self.std.to(dtype).view(1, -1, 1, 1)
+
+    def train_batch(self, idx: Tensor, generator: torch.Generator, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The training examples at ``idx`` (on this device), augmented with randomness from ``generator`` (CPU)."""
+        x, y = self._prepare(self.x_train[idx], dtype), self.y_train[idx]
+        if self.augment:
+            x = random_crop_flip(x, generator)
+        return x, y
+
+    def test_inputs(self, dtype: torch.dtype) -> Tensor:
+        return self._prepare(self.x_test, dtype)
+
+
+def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = CIFAR_PAD) -> Tensor:
+    """Batched augmentation of N×C×H×W images: a random H×W crop of the zero-padded image and a horizontal flip with
+    probability 1/2, independently per image. The random numbers come from the CPU ``generator`` (so runs are
+    reproducible whatever the device) and move to the device in one small copy."""
+    n, _, h, w = x.shape
+    draws = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    dy, dx, flips = draws[0].to(x.device), draws[1].to(x.device), flips.to(x.device)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (torch.arange(h, device=x.device).view(1, h) + dy.view(n, 1)).view(n, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, w) + dx.view(n, 1)
+    cols = torch.where(flips.view(n, 1), cols.flip(1), cols).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    channels = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, channels, rows, cols]
+
+
+def channel_stats(images: Tensor, chunk: int = 8192) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation of uint8 N×C×H×W images scaled to [0, 1], accumulated in float64
+    over chunks (ImageNet32 as float32 would need 15 GB)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, images.shape[0], chunk):
+        part = images[start : start + chunk].to(torch.float64) / 255.0
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    std = (squares / n - mean.square()).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+# --- Loaders ----------------------------------------------------------------------------------------------------
+def _as_data(
+    name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, n_classes: int, images: bool
+) -> DeviceData:
+    if images:
+        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.uint8)
+        mean, std = channel_stats(xt)
+        return DeviceData(
+            name,
+            xt,
+            torch.as_tensor(y, dtype=torch.long),
+            torch.as_tensor(np.ascontiguousarray(x_test), dtype=torch.uint8),
+            torch.as_tensor(y_test, dtype=torch.long),
+            n_classes,
+            mean=mean,
+            std=std,
+            augment=True,
+        )
+    return DeviceData(
+        name,
+        torch.as_tensor(x, dtype=torch.float32),
+        torch.as_tensor(y, dtype=torch.long),
+        torch.as_tensor(x_test, dtype=torch.float32),
+        torch.as_tensor(y_test, dtype=torch.long),
+        n_classes,
+    )
+
+
+def load_mnist1d(root: Path, download: bool = False) -> DeviceData:
+    path = root / "mnist1d.npz"
+    if not path.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        # make_dataset generates the data from templates in memory with the default data seed (42); get_dataset
+        # would download instead. The cache is written atomically, so concurrent workers never read half a file.
+        data = make_dataset(get_dataset_args())
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
+        os.replace(tmp, path)
+    with np.load(path) as f:
+        return _as_data("mnist1d", f["x"], f["y"], f["x_test"], f["y_test"], 10, images=False)
+
+
+def load_digits_data(root: Path, download: bool = False) -> DeviceData:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()  # bundled with scikit-learn: 1797 8×8 images, 16 grey levels
+    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, bunch.target, test_size=360, stratify=bunch.target, random_state=0
+    )
+    return _as_data("digits", x_train, y_train, x_test, y_test, 10, images=False)
+
+
+def _cifar(name: str, root: Path, download: bool) -> DeviceData:
+    from torchvision import datasets
+
+    base: type[datasets.CIFAR10] = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+
+    class Local(base):  # type: ignore[misc]
+        # Check that the files exist; torchvision would also md5 each one, which rejects any re-packed or test
+        # copy. A download is still verified against the archive's md5.
+        train_list = [(f, None) for f, _ in base.train_list]  # noqa: RUF012 - torchvision's own attributes
+        test_list = [(f, None) for f, _ in base.test_list]  # noqa: RUF012
+        meta = {**base.meta, "md5": None}  # noqa: RUF012
+
+    folder = root / base.base_folder
+    if not download and not folder.is_dir():
+        raise DataNotFoundError(
+            f"{name}: no data at {folder}. Download and unpack {base.url} into {root} "
+            f"(or set WDGRID_DATA_DIR to the folder that holds {base.base_folder})."
+        )
+    try:
+        train, test = Local(str(root), train=True, download=download), Local(str(root), train=False)
+    except RuntimeError as exc:
+        raise DataNotFoundError(f"{name}: incomplete data in {folder}: {exc}") from exc
+    to_nchw = lambda a: np.asarray(a).transpose(0, 3, 1, 2)  # noqa: E731
+    n_classes = 10 if name == "cifar10" else 100
+    return _as_data(name, to_nchw(train.data), train.targets, to_nchw(test.data), test.targets, n_classes, images=True)
+
+
+def load_imagenet32(root: Path, download: bool = False) -> DeviceData:
+    folder = root / "imagenet32"
+    files = [folder / f"train_data_batch_{i}" for i in range(1, 11)] + [folder / "val_data"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataNotFoundError(
+            f"imagenet32: missing {', '.join(missing)} in {folder}. Get Imagenet32_train.zip and Imagenet32_val.zip "
+            "(pickle format) from https://image-net.org/download-images (registration needed) and unpack them there."
+        )
+
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with path.open("rb") as f:
+            d = pickle.load(f)
+        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return x, np.asarray(d["labels"], dtype=np.int64) - 1  # the files count classes from 1
+
+    parts = [read(f) for f in files[:-1]]
+    x_test, y_test = read(files[-1])
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    return _as_data("imagenet32", x, y, x_test, y_test, 1000, images=True)
+
+
+DATASETS: Final[dict[str, Callable[[Path, bool], DeviceData]]] = {
+    "mnist1d": load_mnist1d,
+    "digits": load_digits_data,
+    "cifar10": lambda root, download: _cifar("cifar10", root, download),
+    "cifar100": lambda root, download: _cifar("cifar100", root, download),
+    "imagenet32": load_imagenet32,
+}
+
+
+def load_dataset(name: str, root: Path | None = None, *, download: bool = False) -> DeviceData:
+    """Load a registered data set into CPU tensors (``.to(device)`` moves it whole).
+
+    Raises ``ValueError`` naming ``dataset`` for an unknown name and :class:`DataNotFoundError` naming the path when
+    its files are missing. ``download=True`` lets the CIFAR loaders fetch the archive (needs a network).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    return DATASETS[name](root or data_dir(), download)

@@ -1,0 +1,248 @@
+"""The model registry: networks a sweep can name, from MNIST-1D scale to the paper's Shake-Shake ResNets.
+
+Every builder takes the input shape of one example (without the batch dimension) and the number of classes and
+returns a fresh ``nn.Module`` whose parameters are initialized from torch's global RNG (seed it first).
+
+==========================  ================  =========================================================
+name                        data              what it is
+==========================  ================  =========================================================
+``mlp``                     MNIST-1D, digits  two hidden layers of 256 units, ReLU
+``cnn1d``                   MNIST-1D          three Conv1d(k=5) + BatchNorm layers of 16 channels, linear head
+``digits_cnn``              digits (8×8)      two 3×3 conv + BatchNorm layers (16, 32 channels), linear head
+``resnet20``                CIFAR, ImageNet32 He et al. (2016) CIFAR ResNet-20: 3 stages × 3 basic blocks, 16/32/64
+``shake_shake_26_2x64d``    CIFAR, ImageNet32 Gastaldi (2017), depth 26, widths 64/128/256: 11.65M parameters
+``shake_shake_26_2x96d``    CIFAR, ImageNet32 the same at widths 96/192/384: 26.2M parameters
+==========================  ================  =========================================================
+
+At MNIST-1D scale the difference between L2 and decoupled decay only shows on a normalized network: with
+BatchNorm the scale of a weight does not change the function, so decay only changes the effective learning rate,
+which is exactly what couples α and λ under L2. ``cnn1d`` is that network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MODELS", "batchable", "build_model", "count_parameters"]
+
+Shape = tuple[int, ...]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- MNIST-1D and digits ---------------------------------------------------------------------------------------
+def mlp(input_shape: Shape, n_classes: int) -> nn.Module:
+    n_in = 1
+    for d in input_shape:
+        n_in *= d
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(n_in, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, n_classes)
+    )
+
+
+class CNN1d(nn.Module):
+    """Three Conv1d(k=5, 16 channels) + BatchNorm + ReLU layers (the last two with stride 2), then a linear head."""
+
+    def __init__(self, length: int, n_classes: int, channels: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, size = 1, length
+        for stride in (1, 2, 2):
+            layers += [
+                nn.Conv1d(c_in, channels, 5, stride=stride, padding=2, bias=False),
+                nn.BatchNorm1d(channels),
+                nn.ReLU(),
+            ]
+            c_in, size = channels, (size + 2 * 2 - 5) // stride + 1
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels * size, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x.unsqueeze(1)).flatten(1))
+
+
+def cnn1d(input_shape: Shape, n_classes: int) -> nn.Module:
+    if len(input_shape) != 1:
+        raise ValueError(f"cnn1d needs 1-D examples (like MNIST-1D), got shape {input_shape}")
+    return CNN1d(input_shape[0], n_classes)
+
+
+def digits_cnn(input_shape: Shape, n_classes: int) -> nn.Module:
+    if len(input_shape) != 3:
+        raise ValueError(f"digits_cnn needs C×H×W images, got shape {input_shape}")
+    c, h, w = input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * ((h + 1) // 2) * ((w + 1) // 2), n_classes),
+    )
+
+
+# --- CIFAR ResNet-20 (He et al. 2016, option A shortcuts) ---------------------------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.stride, self.pad = stride, c_out - c_in
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x
+        if self.stride != 1 or self.pad:
+            # Option A: subsample and zero-pad the channels (no parameters), as in the CIFAR experiments of He et al.
+            shortcut = nn.functional.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.pad))
+        return torch.relu(out + shortcut)
+
+
+class ResNet20(nn.Module):
+    def __init__(self, in_channels: int, n_classes: int, blocks_per_stage: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        blocks: list[nn.Module] = []
+        c_in = 16
+        for i, width in enumerate((16, 32, 64)):
+            for j in range(blocks_per_stage):
+                blocks.append(BasicBlock(c_in, width, 2 if i > 0 and j == 0 else 1))
+                c_in = width
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(64, n_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+def resnet20(input_shape: Shape, n_classes: int) -> nn.Module:
+    return ResNet20(input_shape[0], n_classes)
+
+
+# --- Shake-Shake (Gastaldi 2017) --------------------------------------------------------------------------------
+def shake(a: Tensor, b: Tensor, training: bool) -> Tensor:
+    """Shake-Shake-Image: α·a + (1 − α)·b forward and β·a + (1 − β)·b backward, α and β drawn independently for
+    every image from U(0, 1); the plain average at test time."""
+    if not training:
+        return 0.5 * (a + b)
+    shape = (a.shape[0],) + (1,) * (a.dim() - 1)
+    alpha = torch.rand(shape, device=a.device, dtype=a.dtype)
+    beta = torch.rand(shape, device=a.device, dtype=a.dtype)
+    # The value is α·a + (1−α)·b; the gradient sees only the first term: β for a, 1 − β for b.
+    return beta * a + (1 - beta) * b + ((alpha - beta) * (a - b)).detach()
+
+
+class ShakeBranch(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__(
+            nn.ReLU(),
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class ShakeShortcut(nn.Module):
+    """Where the shape changes: two strided 1×1 convolutions to half width each (the second on the input shifted by
+    one pixel), concatenated and batch-normalized."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv1 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.relu(x)
+        a = self.conv1(nn.functional.avg_pool2d(x, 1, self.stride))
+        shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        b = self.conv2(nn.functional.avg_pool2d(shifted, 1, self.stride))
+        return self.bn(torch.cat([a, b], dim=1))
+
+
+class ShakeBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.branch1 = ShakeBranch(c_in, c_out, stride)
+        self.branch2 = ShakeBranch(c_in, c_out, stride)
+        self.shortcut: nn.Module = (
+            nn.Identity() if c_in == c_out and stride == 1 else ShakeShortcut(c_in, c_out, stride)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shortcut(x) + shake(self.branch1(x), self.branch2(x), self.training)
+
+
+class ShakeShake(nn.Module):
+    """Depth 26 = 2 + 6·4: a 3×3 stem to 16 channels, three stages of four blocks at widths k, 2k, 4k."""
+
+    def __init__(self, in_channels: int, n_classes: int, width: int, blocks_per_stage: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        blocks: list[nn.Module] = []
+        c_in = 16
+        for i, c_out in enumerate((width, 2 * width, 4 * width)):
+            for j in range(blocks_per_stage):
+                blocks.append(ShakeBlock(c_in, c_out, 2 if i > 0 and j == 0 else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(c_in, n_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.relu(self.blocks(self.stem(x))).mean(dim=(2, 3)))
+
+
+def shake_shake_26_2x64d(input_shape: Shape, n_classes: int) -> nn.Module:
+    return ShakeShake(input_shape[0], n_classes, width=64)
+
+
+def shake_shake_26_2x96d(input_shape: Shape, n_classes: int) -> nn.Module:
+    return ShakeShake(input_shape[0], n_classes, width=96)
+
+
+MODELS: Final[dict[str, Callable[[Shape, int], nn.Module]]] = {
+    "mlp": mlp,
+    "cnn1d": cnn1d,
+    "digits_cnn": digits_cnn,
+    "resnet20": resnet20,
+    "shake_shake_26_2x64d": shake_shake_26_2x64d,
+    "shake_shake_26_2x96d": shake_shake_26_2x96d,
+}
+
+# Models whose forward pass is a pure function of parameters, buffers and input, so that a bundle can train many
+# cells as one batched model under torch.func.vmap. Shake-Shake draws random numbers per image inside forward and
+# is trained one cell after another instead.
+_BATCHABLE: Final[frozenset[str]] = frozenset({"mlp", "cnn1d", "digits_cnn", "resnet20"})
+
+
+def batchable(name: str) -> bool:
+    """Whether ``name`` can be trained as one vmapped model over stacked per-cell weights."""
+    return name in _BATCHABLE
+
+
+def build_model(name: str, input_shape: Shape, n_classes: int) -> nn.Module:
+    """Build a registered model; raises ``ValueError`` naming ``model`` for an unknown name."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {name!r}")
+    return MODELS[name](tuple(input_shape), n_classes)
