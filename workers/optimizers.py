@@ -29,6 +29,10 @@ Where ``torch.optim`` differs (and why wdgrid has its own optimizers):
 - Neither optimizer here uses torch.optim's own ``weight_decay`` machinery; both update with ``torch._foreach_*``
   kernels, as torch's ``foreach`` implementations do.
 
+Bundles (``workers.bundle``) train K grid cells as one model whose parameters are stacked along a leading dimension
+of size K; for them ``lr`` and ``weight_decay`` may be 1-D tensors of K per-cell values, which broadcast over each
+parameter's leading dimension. The arithmetic is the same; only the coefficients differ per cell.
+
 The paper decays every weight, biases and normalization parameters included, and so does a plain
 ``make_optimizer(name, model.parameters(), ...)``. :func:`param_groups` offers the common alternative (no decay on
 parameters with fewer than two dimensions) as an option.
@@ -61,6 +65,47 @@ OPTIMIZERS: Final[tuple[OptimizerName, ...]] = ("sgd", "sgdw", "adam", "adamw")
 DECOUPLED: Final[frozenset[str]] = frozenset({"sgdw", "adamw"})
 
 
+Coef = float | Tensor  # a hyperparameter: one number, or a 1-D tensor of per-cell values for stacked parameters
+
+
+def _check_coef(name: str, value: float | Tensor) -> Coef:
+    """Like :func:`_check` (>= 0, finite), but also accepts a 1-D floating tensor of per-cell values."""
+    if not isinstance(value, Tensor):
+        return _check(name, value)
+    if value.dim() != 1 or not value.is_floating_point():
+        raise ValueError(f"{name} must be a number or a 1-D floating tensor of per-cell values, got {value!r}")
+    if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+        raise ValueError(f"{name} must be finite and >= 0 in every cell, got {value.tolist()}")
+    return value
+
+
+def _per_param(coef: Coef, params: list[Tensor]) -> float | list[Tensor]:
+    """A float stays a float; a per-cell tensor becomes one view per parameter that broadcasts over its cells."""
+    if isinstance(coef, Tensor):
+        return [coef.to(p.dtype).view(-1, *([1] * (p.dim() - 1))) for p in params]
+    return coef
+
+
+def _axpy_(ys: list[Tensor], xs: list[Tensor], a: float | list[Tensor]) -> None:
+    """ys += a·xs for a number or per-parameter coefficient tensors."""
+    if isinstance(a, list):
+        torch._foreach_addcmul_(ys, xs, a)
+    else:
+        torch._foreach_add_(ys, xs, alpha=a)
+
+
+def _axpy(ys: list[Tensor], xs: list[Tensor], a: float | list[Tensor]) -> list[Tensor]:
+    """ys + a·xs as new tensors (the inputs stay untouched)."""
+    if isinstance(a, list):
+        return list(torch._foreach_addcmul(ys, xs, a))
+    return list(torch._foreach_add(ys, xs, alpha=a))
+
+
+def _nonzero(coef: Coef) -> bool:
+    # A per-cell tensor is applied as is: checking it would cost a host sync per step.
+    return isinstance(coef, Tensor) or coef != 0
+
+
 def _check(name: str, value: float, *, positive: bool = False, below_one: bool = False) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` naming the argument when it is out of range."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -83,11 +128,17 @@ class _PaperOptimizer(Optimizer, ABC):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         # A group may override lr, weight_decay or eta (e.g. weight_decay=0 for biases); check what it ended up with.
-        self._check_group(self.param_groups[-1])
+        group = self.param_groups[-1]
+        for key in ("lr", "weight_decay"):
+            group[key] = _check_coef(key, group[key])
+        self._check_group(group)
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        for key in ("lr", "weight_decay", "eta"):
-            group[key] = _check(key, group[key])
+        """Checks run before every step (cheap: per-cell tensors are checked once, when the group is added)."""
+        for key in ("lr", "weight_decay"):
+            if not isinstance(group[key], Tensor):
+                group[key] = _check(key, group[key])
+        group["eta"] = _check("eta", group["eta"])
 
     @property
     @abstractmethod
@@ -142,12 +193,12 @@ class PaperSGD(_PaperOptimizer):
     """
 
     def __init__(
-        self, params: ParamsT, *, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, decoupled: bool
+        self, params: ParamsT, *, lr: Coef, weight_decay: Coef = 0.0, momentum: float = 0.9, decoupled: bool
     ) -> None:
         self.decoupled = decoupled
         defaults = {
-            "lr": _check("lr", lr),
-            "weight_decay": _check("weight_decay", weight_decay),
+            "lr": _check_coef("lr", lr),
+            "weight_decay": _check_coef("weight_decay", weight_decay),
             "momentum": _check("momentum", momentum, below_one=True),
             "eta": 1.0,
         }
@@ -170,13 +221,13 @@ class PaperSGD(_PaperOptimizer):
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         bufs = [state["momentum_buffer"] for state in states]
 
-        if lam != 0 and not self.decoupled:
-            grads = list(torch._foreach_add(grads, params, alpha=lam))  # L2: g + λθ (p.grad itself stays untouched)
+        if _nonzero(lam) and not self.decoupled:
+            grads = _axpy(grads, params, _per_param(lam, params))  # L2: g + λθ (p.grad itself stays untouched)
         torch._foreach_mul_(bufs, beta1)
-        torch._foreach_add_(bufs, grads, alpha=eta * alpha)  # η_t·α inside the buffer, as in Algorithm 1
-        if lam != 0 and self.decoupled:
+        _axpy_(bufs, grads, _per_param(eta * alpha, params))  # η_t·α inside the buffer, as in Algorithm 1
+        if _nonzero(lam) and self.decoupled:
             # θ_{t−1} − η_t·λ·θ_{t−1}, taken before m_t is subtracted so that the decay sees θ_{t−1}.
-            torch._foreach_mul_(params, 1.0 - eta * lam)
+            torch._foreach_mul_(params, _per_param(1.0 - eta * lam, params))
         torch._foreach_sub_(params, bufs)
 
 
@@ -196,8 +247,8 @@ class PaperAdam(_PaperOptimizer):
         self,
         params: ParamsT,
         *,
-        lr: float,
-        weight_decay: float = 0.0,
+        lr: Coef,
+        weight_decay: Coef = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         decoupled: bool,
@@ -206,8 +257,8 @@ class PaperAdam(_PaperOptimizer):
         if not isinstance(betas, tuple | list) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         defaults = {
-            "lr": _check("lr", lr),
-            "weight_decay": _check("weight_decay", weight_decay),
+            "lr": _check_coef("lr", lr),
+            "weight_decay": _check_coef("weight_decay", weight_decay),
             "betas": (
                 _check("betas[0]", betas[0], below_one=True),
                 _check("betas[1]", betas[1], below_one=True),
@@ -248,8 +299,8 @@ class PaperAdam(_PaperOptimizer):
         bias1 = [1.0 - beta1 ** state["step"] for state in states]
         bias2_sqrt = [math.sqrt(1.0 - beta2 ** state["step"]) for state in states]
 
-        if lam != 0 and not self.decoupled:
-            grads = list(torch._foreach_add(grads, params, alpha=lam))  # L2: g + λθ before the moments
+        if _nonzero(lam) and not self.decoupled:
+            grads = _axpy(grads, params, _per_param(lam, params))  # L2: g + λθ before the moments
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)  # m ← β1·m + (1 − β1)·g
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
@@ -257,17 +308,26 @@ class PaperAdam(_PaperOptimizer):
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denom, bias2_sqrt)
         torch._foreach_add_(denom, eps)
-        if lam != 0 and self.decoupled:
-            torch._foreach_mul_(params, 1.0 - eta * lam)  # − η_t·λ·θ_{t−1}, before the Adam step moves θ
-        torch._foreach_addcdiv_(params, exp_avgs, denom, [-eta * alpha / b for b in bias1])
+        if _nonzero(lam) and self.decoupled:
+            # − η_t·λ·θ_{t−1}, before the Adam step moves θ
+            torch._foreach_mul_(params, _per_param(1.0 - eta * lam, params))
+        if isinstance(alpha, Tensor):
+            # per-cell step sizes: θ ← θ − (η_t·α_k / (1 − β1^t))·m / (√v̂ + ε)
+            updates = list(torch._foreach_div(exp_avgs, denom))
+            alphas = _per_param(alpha, params)
+            assert isinstance(alphas, list)
+            steps = [a * (-eta / b) for a, b in zip(alphas, bias1, strict=True)]
+            _axpy_(params, updates, steps)
+        else:
+            torch._foreach_addcdiv_(params, exp_avgs, denom, [-eta * alpha / b for b in bias1])
 
 
 def make_optimizer(
     name: str,
     params: ParamsT,
     *,
-    lr: float,
-    weight_decay: float,
+    lr: float | Tensor,
+    weight_decay: float | Tensor,
     momentum: float = 0.9,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
@@ -278,8 +338,9 @@ def make_optimizer(
         name: ``sgd`` (SGD + momentum, L2), ``sgdw`` (decoupled), ``adam`` (Adam, L2) or ``adamw`` (decoupled).
         params: parameters or param groups, as for any ``torch.optim`` optimizer; a group may set its own
             ``weight_decay`` (see :func:`param_groups`), ``lr`` or ``eta``.
-        lr: α, the base learning rate; the step is α·η_t.
-        weight_decay: λ, raw, per optimizer step (convert λ_norm with :func:`normalized_weight_decay` first).
+        lr: α, the base learning rate; the step is α·η_t. A 1-D tensor gives one α per cell of stacked parameters.
+        weight_decay: λ, raw, per optimizer step (convert λ_norm with :func:`normalized_weight_decay` first); a
+            1-D tensor gives one λ per cell of stacked parameters.
         momentum: β1 of SGD's momentum buffer (``sgd``, ``sgdw``; ignored by Adam).
         betas: (β1, β2) of Adam's moment estimates (``adam``, ``adamw``; ignored by SGD).
         eps: ε added to √v̂ (``adam``, ``adamw``).

@@ -182,7 +182,7 @@ def evaluate(model: Callable[[Tensor], Tensor], data: DeviceData, dtype: torch.d
     with torch.no_grad():
         for start in range(0, x_all.shape[0], EVAL_BATCH):
             x, y = x_all[start : start + EVAL_BATCH], data.y_test[start : start + EVAL_BATCH]
-            logits = model(x).float()
+            logits = model(x)
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
             wrong += (logits.argmax(1) != y).sum()
     return loss_sum, wrong

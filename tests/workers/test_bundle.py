@@ -1,0 +1,79 @@
+"""train_bundle(): K cells as one batched model give train()'s numbers per cell; divergence stays per cell."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.bundle import train_bundle
+from workers.train import EpochMetrics, train
+
+BASE = {
+    "dataset": "mnist1d",
+    "model": "cnn1d",
+    "epochs": 2,
+    "batch_size": 128,
+    "seed": 0,
+    "dtype": "float64",
+}
+CELLS = {
+    "sgd": [(0.02, 1e-4), (0.1, 1e-3), (0.5, 1e-2)],
+    "sgdw": [(0.02, 1e-4), (0.1, 1e-3), (0.5, 1e-2)],
+    "adam": [(1e-3, 1e-4), (3e-3, 1e-3), (1e-2, 0.0)],
+    "adamw": [(1e-3, 1e-4), (3e-3, 1e-3), (1e-2, 1e-2)],
+}
+
+
+@pytest.mark.parametrize("optimizer", list(CELLS))
+def test_batched_cells_equal_train_one_at_a_time_in_float64(optimizer):
+    configs = [BASE | {"optimizer": optimizer, "lr": lr, "weight_decay": wd} for lr, wd in CELLS[optimizer]]
+    seen: list[tuple[int, EpochMetrics]] = []
+    bundle = train_bundle(configs, on_epoch=lambda i, m: seen.append((i, m)), batched=True)
+    alone = [train(c) for c in configs]
+    assert sorted((i, m.epoch) for i, m in seen) == [(i, e) for i in range(3) for e in (1, 2)]
+    for b, a in zip(bundle, alone, strict=True):
+        assert b.status == a.status == "completed"
+        for mb, ma in zip(b.history, a.history, strict=True):
+            # tolerance: batched kernels round differently; float64 agrees to ~1e-12
+            assert mb.test_loss == pytest.approx(ma.test_loss, rel=1e-10, abs=1e-12)
+            assert mb.train_loss == pytest.approx(ma.train_loss, rel=1e-10, abs=1e-12)
+            assert mb.test_error == ma.test_error and mb.train_error == ma.train_error
+    assert len({b.test_error for b in bundle}) > 1  # the cells really trained with different (α, λ)
+
+
+def test_float32_cells_agree_to_single_precision():
+    configs = [BASE | {"dtype": "float32", "optimizer": "sgdw", "lr": lr, "weight_decay": 1e-3} for lr in (0.05, 0.2)]
+    for b, a in zip(train_bundle(configs, batched=True), [train(c) for c in configs], strict=True):
+        # rounding differences grow over 64 steps of training: ~1e-3 relative at the end
+        assert b.history[-1].test_loss == pytest.approx(a.history[-1].test_loss, rel=5e-3)
+
+
+def test_a_diverging_cell_leaves_the_others_untouched():
+    configs = [BASE | {"optimizer": "sgd", "lr": lr, "weight_decay": 1e-4} for lr in (0.05, 1e4, 0.2)]
+    bundle = train_bundle(configs, batched=True)
+    assert [r.status for r in bundle] == ["completed", "diverged", "completed"]
+    assert bundle[1].diverged_at_epoch == 1 and bundle[1].history == []
+    for i in (0, 2):
+        alone = train(configs[i])
+        assert bundle[i].history[-1].test_loss == pytest.approx(alone.history[-1].test_loss, rel=1e-10)
+
+
+def test_models_that_cannot_be_batched_train_one_after_another(tmp_path):
+    from tests.factories import write_cifar
+
+    write_cifar(tmp_path, per_file=2, n_test=4)  # 10 training images: two steps of the 11.65M-parameter network
+    base = BASE | {"dataset": "cifar10", "model": "shake_shake_26_2x64d", "epochs": 1, "batch_size": 5}
+    configs = [
+        base | {"optimizer": "adamw", "lr": lr, "weight_decay": 1e-3, "data_dir": str(tmp_path)} for lr in (1e-3, 1e-2)
+    ]
+    with pytest.raises(ValueError, match="cannot be batched"):
+        train_bundle(configs, batched=True)
+    results = train_bundle(configs)
+    assert [r.status for r in results] == ["completed", "completed"]
+
+
+def test_cells_of_a_bundle_may_differ_only_in_lr_and_weight_decay():
+    a = BASE | {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0}
+    with pytest.raises(ValueError, match="'seed'"):
+        train_bundle([a, a | {"seed": 1}])
+    with pytest.raises(ValueError, match="'optimizer'"):
+        train_bundle([a, a | {"optimizer": "sgdw"}])
