@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from results import EpochMetrics
 from sweeps import SweepSpec
 
 _SPEC: dict[str, Any] = {
@@ -33,3 +34,16 @@ def spec_data(**overrides: Any) -> dict[str, Any]:
 def make_spec(**overrides: Any) -> SweepSpec:
     """A validated :func:`spec_data` spec."""
     return SweepSpec.model_validate(spec_data(**overrides))
+
+
+def epoch_metrics(epoch: int, **overrides: Any) -> EpochMetrics:
+    """Plausible metrics for one epoch: losses and errors (percent) falling with the epoch."""
+    values: dict[str, Any] = {
+        "train_loss": 2.0 / epoch,
+        "train_error": 50.0 / epoch,
+        "test_loss": 2.2 / epoch,
+        "test_error": 55.0 / epoch,
+        "eta": 0.5,
+        "wall_time_s": 0.25 * epoch,
+    }
+    return EpochMetrics(epoch=epoch, **{**values, **overrides})
