@@ -427,7 +427,9 @@ class Storage:
 
     def record_epochs(self, trial_id: int, attempt: int, metrics: Sequence[EpochMetrics]) -> int:
         """Append several epochs of one attempt in one transaction; returns how many rows were new. An epoch already
-        stored with the same values is skipped; with other values the whole call raises :class:`ConflictError`."""
+        stored with the same values is skipped; with other values the whole call raises :class:`ConflictError`.
+        ``attempt`` must have been claimed (1 ≤ attempt ≤ attempts); an earlier attempt's late epochs are still
+        stored, under that attempt: they are facts about it, and readers choose the attempt they want."""
         epochs = [m.epoch for m in metrics]
         if len(set(epochs)) != len(epochs):
             raise ValueError(f"epochs repeat within one call: {sorted(epochs)}")

@@ -21,10 +21,20 @@ import hashlib
 import json
 import math
 import os
+from collections import Counter
 from fractions import Fraction
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -126,6 +136,11 @@ class LogRange(_Frozen):
             raise ValueError("base must not be 1 (every value would be the same)")
         return v
 
+    @model_validator(mode="after")
+    def _whole_steps(self) -> LogRange:
+        self.count()
+        return self
+
     def count(self) -> int:
         """The number of values, or raise ``ValueError`` when stop is not start plus a whole number of steps."""
         n = (Fraction(self.stop) - Fraction(self.start)) / Fraction(self.step)
@@ -153,7 +168,16 @@ class LogRange(_Frozen):
         return out
 
 
-Axis = list[FiniteFloat] | LogRange
+def _axis_kind(value: Any) -> str:
+    return "list" if isinstance(value, list | tuple) else "range"
+
+
+# Discriminated by the input's shape, so that an error reports only the form that was meant (loc ... "list" or
+# ... "range"), not one failure per member of the union.
+Axis = Annotated[
+    Annotated[list[FiniteFloat], Tag("list")] | Annotated[LogRange, Tag("range")],
+    Discriminator(_axis_kind),
+]
 """An axis: an explicit list of numbers, or a :class:`LogRange`."""
 
 
@@ -188,7 +212,7 @@ class Grid(_Frozen):
                 raise ValueError(f"α must be > 0, got {v!r}")
             if v < 0:
                 raise ValueError(f"λ must be >= 0, got {v!r}")
-        dupes = sorted({v for v in values if values.count(v) > 1})
+        dupes = sorted(v for v, n in Counter(values).items() if n > 1)
         if dupes:
             raise ValueError(f"holds duplicate values {dupes}")
         return axis
@@ -269,7 +293,7 @@ class SweepSpec(_Frozen):
     @field_validator("seeds")
     @classmethod
     def _check_seeds(cls, v: list[int]) -> list[int]:
-        dupes = sorted({s for s in v if v.count(s) > 1})
+        dupes = sorted(s for s, n in Counter(v).items() if n > 1)
         if dupes:
             raise ValueError(f"holds duplicate seeds {dupes}")
         return v
@@ -280,7 +304,7 @@ class SweepSpec(_Frozen):
         # One grid per optimizer: a cell is (optimizer, α, λ, seed), and two grids of one optimizer would either
         # repeat cells or be one grid with ragged axes, which the α×λ heatmaps cannot show.
         names = [g.optimizer for g in grids]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, k in Counter(names).items() if k > 1)
         if dupes:
             raise ValueError(f"optimizer {', '.join(dupes)} appears in more than one grid")
         seeds = info.data.get("seeds")

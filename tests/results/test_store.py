@@ -30,7 +30,7 @@ from results import (
     upgrade,
 )
 from results._tables import Base
-from sweeps import bundles, cells, training_config
+from sweeps import SweepSpec, bundles, cells, training_config
 from tests.factories import epoch_metrics, make_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ class TestStorageContract:
         spec = make_spec()
         sweep = store.create_sweep(spec)
         assert (sweep.status, sweep.fingerprint, sweep.name) == ("pending", spec.fingerprint(), "test sweep")
-        assert sweep.spec == spec.model_dump(mode="json")
+        assert SweepSpec.model_validate(store.get_sweep(sweep.id).spec) == spec
         assert sweep.created_at.tzinfo is not None
         trials, count = store.trials(sweep.id)
         assert count == len(trials) == spec.n_cells()

@@ -7,7 +7,17 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from sweeps import CosineSchedule, Grid, StepSchedule, UnknownPresetError, bundles, cells, list_presets, load_preset
+from sweeps import (
+    CosineSchedule,
+    Grid,
+    StepSchedule,
+    SweepSpec,
+    UnknownPresetError,
+    bundles,
+    cells,
+    list_presets,
+    load_preset,
+)
 
 PRESETS = {"smoke", "cpu-fig2", "paper-fig2", "paper-fig1-fixed", "paper-fig1-step", "paper-fig1-cosine"}
 
@@ -24,6 +34,8 @@ def test_every_preset_is_listed_valid_and_described():
         assert spec.name == name
         assert len(description) > 40 and description == spec.description
         assert len({c.cell_id for c in cells(spec)}) == spec.n_cells()
+        # The stored form (JSON) loads back to the same sweep.
+        assert SweepSpec.model_validate_json(spec.model_dump_json()).fingerprint() == spec.fingerprint()
 
 
 def test_unknown_preset_names_itself_and_the_known_ones():
