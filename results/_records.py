@@ -1,0 +1,158 @@
+"""What the store's interface takes and returns: statuses, errors and frozen records (never live ORM objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Literal, get_args
+
+__all__ = [
+    "FINISHED",
+    "SWEEP_TRANSITIONS",
+    "TRIAL_STATUSES",
+    "ConflictError",
+    "EpochMetrics",
+    "EpochRecord",
+    "FinalMetrics",
+    "GridPoint",
+    "NotFoundError",
+    "Provenance",
+    "StaleAttemptError",
+    "StoreError",
+    "SweepRecord",
+    "SweepStatus",
+    "TransitionError",
+    "TrialRecord",
+    "TrialStatus",
+]
+
+SweepStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+TrialStatus = Literal["pending", "running", "completed", "diverged", "failed", "cancelled"]
+TRIAL_STATUSES: Final[tuple[TrialStatus, ...]] = get_args(TrialStatus)
+FINISHED: Final[tuple[TrialStatus, ...]] = ("completed", "diverged")
+SWEEP_TRANSITIONS: Final[dict[SweepStatus, frozenset[SweepStatus]]] = {
+    "pending": frozenset({"running", "failed", "cancelled"}),
+    "running": frozenset({"completed", "failed", "cancelled"}),
+    "completed": frozenset(),
+    "failed": frozenset({"pending"}),
+    "cancelled": frozenset({"pending"}),
+}
+
+
+# --- Errors ---------------------------------------------------------------------------------------------------------
+class StoreError(Exception):
+    """Base class of the store's errors."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """No sweep or trial has this id."""
+
+
+class TransitionError(StoreError):
+    """The status change is not allowed from the current status."""
+
+
+class StaleAttemptError(TransitionError):
+    """The attempt is not (or no longer) the trial's running attempt: its lease expired, or it was cancelled."""
+
+
+class ConflictError(StoreError):
+    """A write contradicts one already stored (an epoch with other values; an idempotency key of another spec)."""
+
+
+# --- Records: what the interface takes and returns ------------------------------------------------------------------
+@dataclass(frozen=True)
+class EpochMetrics:
+    """Metrics after one epoch (1-based). Errors in percent; ``eta`` is η_t at the epoch's end; wall time in seconds
+    since the attempt started. A non-finite value (a diverged run's inf or NaN loss) is stored as None."""
+
+    epoch: int
+    train_loss: float | None = None
+    train_error: float | None = None
+    test_loss: float | None = None
+    test_error: float | None = None
+    eta: float | None = None
+    wall_time_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochRecord(EpochMetrics):
+    """Stored epoch metrics of one attempt of one trial."""
+
+    trial_id: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class FinalMetrics:
+    """A trial's result: errors in percent, losses as reported, wall time in seconds; non-finite values → None."""
+
+    test_error: float | None = None
+    train_error: float | None = None
+    test_loss: float | None = None
+    train_loss: float | None = None
+    wall_time_s: float | None = None
+    epochs_done: int | None = None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a result came from: git SHA, package versions (name → version), device and host."""
+
+    git_sha: str | None = None
+    package_versions: dict[str, str] | None = None
+    device: str | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    id: int
+    name: str
+    spec: dict[str, Any]
+    fingerprint: str
+    idempotency_key: str | None
+    status: SweepStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One cell's trial. ``lr`` is α; ``weight_decay`` raw per step; ``weight_decay_given`` as the spec gave it;
+    ``config`` the resolved training config; ``final`` None until the trial finished."""
+
+    id: int
+    sweep_id: int
+    cell_id: str
+    bundle_id: str
+    optimizer: str
+    lr: float
+    weight_decay: float
+    weight_decay_given: float
+    seed: int
+    status: TrialStatus
+    attempts: int
+    lease_expires_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    final: FinalMetrics | None
+    config: dict[str, Any]
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One trial's place in an α×λ grid and its final test error (percent; None unless finished and finite)."""
+
+    trial_id: int
+    cell_id: str
+    lr: float
+    weight_decay: float
+    weight_decay_given: float
+    seed: int
+    status: TrialStatus
+    final_test_error: float | None

@@ -1,0 +1,625 @@
+"""The results store: sweeps, their trials (one per cell) and per-epoch metrics, behind one interface, ``Storage``.
+
+SQLite (a file, WAL mode) by default; any SQLAlchemy URL otherwise, e.g. ``postgresql+psycopg://user@host/db``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from results._records import (
+    FINISHED,
+    SWEEP_TRANSITIONS,
+    TRIAL_STATUSES,
+    ConflictError,
+    EpochMetrics,
+    EpochRecord,
+    FinalMetrics,
+    GridPoint,
+    NotFoundError,
+    Provenance,
+    StaleAttemptError,
+    SweepRecord,
+    SweepStatus,
+    TransitionError,
+    TrialRecord,
+    TrialStatus,
+)
+from results._tables import EpochRow, SweepRow, TrialRow
+from sweeps import SweepSpec, bundles, training_config
+
+__all__ = ["DEFAULT_URL", "MIGRATIONS", "Storage", "upgrade"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL: Final = "sqlite:///wdgrid.db"
+MIGRATIONS: Final = Path(__file__).parent / "migrations"
+
+
+def _finite(x: float | None) -> float | None:
+    """None for None, NaN and ±inf — the same on every backend (SQLite would turn NaN into NULL but keep inf)."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every timestamp in the store is UTC."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _sweep(r: SweepRow) -> SweepRecord:
+    created = _utc(r.created_at)
+    assert created is not None
+    return SweepRecord(
+        r.id,
+        r.name,
+        r.spec,
+        r.fingerprint,
+        r.idempotency_key,
+        r.status,  # type: ignore[arg-type]  # only ever written from SweepStatus
+        created,
+        _utc(r.started_at),
+        _utc(r.finished_at),
+        r.error,
+    )
+
+
+def _trial(r: TrialRow) -> TrialRecord:
+    final = None
+    if r.status in FINISHED or r.status == "failed":
+        final = FinalMetrics(
+            r.final_test_error, r.final_train_error, r.final_test_loss, r.final_train_loss, r.wall_time_s, r.epochs_done
+        )
+    return TrialRecord(
+        r.id,
+        r.sweep_id,
+        r.cell_id,
+        r.bundle_id,
+        r.optimizer,
+        r.lr,
+        r.weight_decay,
+        r.weight_decay_given,
+        r.seed,
+        r.status,  # type: ignore[arg-type]  # only ever written from TrialStatus
+        r.attempts,
+        _utc(r.lease_expires_at),
+        _utc(r.started_at),
+        _utc(r.finished_at),
+        r.error,
+        final,
+        r.config,
+        Provenance(r.git_sha, r.package_versions, r.device, r.host),
+    )
+
+
+def _epoch_values(m: EpochMetrics) -> tuple[float | None, ...]:
+    return tuple(_finite(getattr(m, f.name)) for f in fields(EpochMetrics) if f.name != "epoch")
+
+
+# --- Engine and migrations ------------------------------------------------------------------------------------------
+def _make_engine(url: str) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return create_engine(u, pool_pre_ping=True)
+    memory = u.database in (None, "", ":memory:")
+    # An in-memory database lives in one connection: share it (StaticPool) or every session sees an empty one.
+    engine = (
+        create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        if memory
+        else create_engine(u)
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, say when a transaction begins (see _begin).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if not memory:
+            # WAL: readers do not block the writer; a killed writer's unfinished transaction is rolled back.
+            cur.execute("PRAGMA journal_mode=WAL")
+            # Durable against a killed process (not against power loss, which would need FULL): WAL's usual setting.
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")  # ms: wait for another process's write instead of failing
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # Writes take the write lock up front (BEGIN IMMEDIATE), so two processes that read and then write never
+        # deadlock into SQLITE_BUSY mid-transaction; reads take no lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("wdgrid_write", True) else "BEGIN")
+
+    return engine
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision`` (``head``: the latest) on ``engine``'s database."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+# --- The interface --------------------------------------------------------------------------------------------------
+class Storage:
+    """The durable record of sweeps, their trials and per-epoch metrics. This docstring is the contract; every
+    backend (SQLite file, SQLite in memory, PostgreSQL) passes the same tests of it (``tests/results``).
+
+    **Identity.** A sweep has an integer id and its spec's fingerprint; the same spec may be run as several sweeps.
+    A trial is one cell of one sweep, unique on (sweep id, ``cell_id``). An attempt is one claim of a trial,
+    numbered from 1; epoch metrics are keyed by (trial, attempt, epoch).
+
+    **Atomicity and idempotency.** Every method is one transaction: it happens completely or not at all, also when
+    the process dies mid-way. ``create_sweep`` writes the sweep and all its trials together; with an
+    ``idempotency_key`` a repeated call returns the first sweep (and a key reused for another spec raises
+    :class:`ConflictError`). ``record_epoch`` with the same (trial, attempt, epoch) and the same values is a no-op,
+    with other values a :class:`ConflictError`: never a duplicate row. ``finish_trial`` repeated with the same
+    attempt and status is a no-op. Metrics are append-only facts: nothing updates or deletes them.
+
+    **Trial states, and who changes them:**
+
+    ========================  =========================================================================
+    pending → running          the runner, ``claim_trial``: attempts += 1, a lease of ``lease_seconds``
+    running → running          the worker, ``heartbeat``: renews the lease of its attempt
+    running → completed        the driver, ``finish_trial``: the run ended, metrics finite
+    running → diverged         the driver, ``finish_trial``: the loss became inf/NaN (a result, not an error)
+    running → failed           the driver, ``finish_trial`` (an exception); or ``reap_expired_leases``
+                               when the lease expired and the trial had ``max_attempts`` attempts
+    running → pending          ``reap_expired_leases``: the lease expired (the worker died); retried later
+    pending/running → cancelled  ``cancel_sweep``
+    failed/cancelled → pending   ``resume_sweep``
+    ========================  =========================================================================
+
+    A worker's writes name its attempt: once that attempt is no longer the trial's running one (reaped, cancelled,
+    finished), ``heartbeat`` returns False and ``finish_trial`` raises :class:`StaleAttemptError`, so a worker that
+    was presumed dead cannot overwrite its successor. No trial stays ``running`` forever: the lease
+    (``lease_expires_at``) expires unless renewed, and whoever runs the sweep calls ``reap_expired_leases``.
+
+    **Finished** means ``completed`` or ``diverged``: resuming a sweep re-queues ``failed`` and ``cancelled``
+    trials and leaves finished ones alone; ``finished_cell_ids`` lists finished cells for reuse across sweeps.
+
+    **Sweep states:** pending → running → completed | failed; pending/running → cancelled; failed/cancelled →
+    pending (resume). ``set_sweep_status`` checks these; the runner makes them.
+
+    **Numbers.** Floats are stored as double precision, exactly. inf and NaN are stored as NULL and read back as
+    None on every backend; the trial's status (``diverged``) says why. Errors are in percent, times in seconds,
+    λ raw per step (``weight_decay``) and as the spec gave it (``weight_decay_given``). Timestamps are UTC.
+    """
+
+    def __init__(
+        self, url: str | None = None, *, migrate: bool = True, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        """Open the store at ``url`` (else ``$WDGRID_DATABASE_URL``, else :data:`DEFAULT_URL`, a SQLite file in the
+        working directory) and, with ``migrate``, bring its schema to the latest migration. ``clock`` gives the
+        current UTC time (tests pass a fake one to expire leases)."""
+        self.url = url or os.environ.get("WDGRID_DATABASE_URL") or DEFAULT_URL
+        self._engine = _make_engine(self.url)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        if migrate:
+            upgrade(self._engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _session(self, *, write: bool) -> Iterator[Session]:
+        with self._engine.connect() as conn:
+            conn.execution_options(wdgrid_write=write)
+            with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+                yield session
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    @staticmethod
+    def _get_trial(s: Session, trial_id: int) -> TrialRow:
+        row = s.get(TrialRow, trial_id)
+        if row is None:
+            raise NotFoundError(f"no trial with id {trial_id}")
+        return row
+
+    @staticmethod
+    def _get_sweep(s: Session, sweep_id: int) -> SweepRow:
+        row = s.get(SweepRow, sweep_id)
+        if row is None:
+            raise NotFoundError(f"no sweep with id {sweep_id}")
+        return row
+
+    # --- Sweeps ---------------------------------------------------------------------------------------------------
+    def create_sweep(self, spec: SweepSpec, *, idempotency_key: str | None = None) -> SweepRecord:
+        """Store a new ``pending`` sweep and one ``pending`` trial per cell of ``spec``, atomically."""
+        fingerprint = spec.fingerprint()
+        if idempotency_key is not None:
+            existing = self._by_key(idempotency_key, fingerprint)
+            if existing is not None:
+                return existing
+        try:
+            with self._session(write=True) as s:
+                sweep = SweepRow(
+                    name=spec.name,
+                    spec=spec.model_dump(mode="json"),
+                    fingerprint=fingerprint,
+                    idempotency_key=idempotency_key,
+                    status="pending",
+                    created_at=self._now(),
+                )
+                s.add(sweep)
+                s.flush()
+                rows = [
+                    {
+                        "sweep_id": sweep.id,
+                        "cell_id": cell.cell_id,
+                        "bundle_id": bundle.bundle_id,
+                        "optimizer": cell.optimizer,
+                        "lr": cell.lr,
+                        "weight_decay": cell.weight_decay,
+                        "weight_decay_given": cell.weight_decay_given,
+                        "seed": cell.seed,
+                        "status": "pending",
+                        "attempts": 0,
+                        "config": dict(training_config(spec, cell)),
+                    }
+                    for bundle in bundles(spec)
+                    for cell in bundle.cells
+                ]
+                s.execute(insert(TrialRow), rows)
+                record = _sweep(sweep)
+        except IntegrityError:
+            # Another process created a sweep with this idempotency key between our check and our insert.
+            if idempotency_key is None:
+                raise
+            existing = self._by_key(idempotency_key, fingerprint)
+            if existing is None:
+                raise
+            return existing
+        log.info("created sweep %d (%s, %d trials)", record.id, fingerprint[:12], len(rows))
+        return record
+
+    def _by_key(self, key: str, fingerprint: str) -> SweepRecord | None:
+        with self._session(write=False) as s:
+            row = s.scalar(select(SweepRow).where(SweepRow.idempotency_key == key))
+            if row is None:
+                return None
+            if row.fingerprint != fingerprint:
+                raise ConflictError(f"idempotency key {key!r} belongs to sweep {row.id}, a different spec")
+            return _sweep(row)
+
+    def get_sweep(self, sweep_id: int) -> SweepRecord:
+        with self._session(write=False) as s:
+            return _sweep(self._get_sweep(s, sweep_id))
+
+    def list_sweeps(
+        self, *, status: SweepStatus | None = None, offset: int = 0, limit: int = 100
+    ) -> tuple[list[SweepRecord], int]:
+        """Sweeps by id, optionally of one status: (``limit`` rows from ``offset``, the total count)."""
+        where = [] if status is None else [SweepRow.status == status]
+        with self._session(write=False) as s:
+            count = s.scalar(select(func.count()).select_from(SweepRow).where(*where)) or 0
+            rows = s.scalars(select(SweepRow).where(*where).order_by(SweepRow.id).offset(offset).limit(limit))
+            return [_sweep(r) for r in rows], count
+
+    def set_sweep_status(self, sweep_id: int, status: SweepStatus, *, error: str | None = None) -> SweepRecord:
+        """Move a sweep along its states (see the class docstring); setting the current status again is a no-op."""
+        with self._session(write=True) as s:
+            row = self._get_sweep(s, sweep_id)
+            current: SweepStatus = row.status  # type: ignore[assignment]
+            if status == current:
+                return _sweep(row)
+            if status not in SWEEP_TRANSITIONS[current]:
+                raise TransitionError(f"sweep {sweep_id} is {current}; it cannot become {status}")
+            now = self._now()
+            row.status = status
+            row.error = error
+            if status == "running" and row.started_at is None:
+                row.started_at = now
+            row.finished_at = now if status in ("completed", "failed", "cancelled") else None
+            return _sweep(row)
+
+    def cancel_sweep(self, sweep_id: int) -> int:
+        """Cancel the sweep and its pending and running trials; returns how many trials were cancelled."""
+        with self._session(write=True) as s:
+            row = self._get_sweep(s, sweep_id)
+            if row.status in ("completed", "failed"):
+                raise TransitionError(f"sweep {sweep_id} is {row.status}; it cannot be cancelled")
+            now = self._now()
+            row.status, row.finished_at = "cancelled", now
+            ids = s.scalars(
+                update(TrialRow)
+                .where(TrialRow.sweep_id == sweep_id, TrialRow.status.in_(("pending", "running")))
+                .values(status="cancelled", lease_expires_at=None, finished_at=now)
+                .returning(TrialRow.id)
+            ).all()
+            return len(ids)
+
+    def resume_sweep(self, sweep_id: int) -> int:
+        """Re-queue the sweep's failed and cancelled trials and make it pending; returns how many were re-queued.
+        Finished (completed, diverged) trials stay as they are."""
+        with self._session(write=True) as s:
+            row = self._get_sweep(s, sweep_id)
+            if row.status == "running":
+                raise TransitionError(f"sweep {sweep_id} is running; cancel it before resuming")
+            row.status, row.finished_at, row.error = "pending", None, None
+            ids = s.scalars(
+                update(TrialRow)
+                .where(TrialRow.sweep_id == sweep_id, TrialRow.status.in_(("failed", "cancelled")))
+                .values(status="pending", lease_expires_at=None, finished_at=None, error=None)
+                .returning(TrialRow.id)
+            ).all()
+            return len(ids)
+
+    # --- Trials: the runner and the workers -----------------------------------------------------------------------
+    def claim_trial(
+        self, sweep_id: int, *, lease_seconds: float, bundle_id: str | None = None, cell_id: str | None = None
+    ) -> TrialRecord | None:
+        """Claim the sweep's first pending trial (optionally of one bundle, or one cell): it becomes running, its
+        attempts go up by one and its lease runs ``lease_seconds``. None when nothing is pending. Safe to call from
+        several processes at once: each pending trial is claimed once."""
+        where = [TrialRow.sweep_id == sweep_id, TrialRow.status == "pending"]
+        if bundle_id is not None:
+            where.append(TrialRow.bundle_id == bundle_id)
+        if cell_id is not None:
+            where.append(TrialRow.cell_id == cell_id)
+        with self._session(write=True) as s:
+            # PostgreSQL: lock the row and skip rows other claimers hold. SQLite: BEGIN IMMEDIATE already
+            # serializes writers, and FOR UPDATE is not rendered.
+            trial_id = s.scalar(
+                select(TrialRow.id).where(*where).order_by(TrialRow.id).limit(1).with_for_update(skip_locked=True)
+            )
+            if trial_id is None:
+                return None
+            now = self._now()
+            s.execute(
+                update(TrialRow)
+                .where(TrialRow.id == trial_id)
+                .values(
+                    status="running",
+                    attempts=TrialRow.attempts + 1,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    started_at=now,
+                    error=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return _trial(self._get_trial(s, trial_id))
+
+    def heartbeat(self, trial_id: int, attempt: int, *, lease_seconds: float) -> bool:
+        """Renew the lease of a running attempt. False when ``attempt`` is no longer running: the worker should stop."""
+        with self._session(write=True) as s:
+            renewed = s.scalars(
+                update(TrialRow)
+                .where(TrialRow.id == trial_id, TrialRow.status == "running", TrialRow.attempts == attempt)
+                .values(lease_expires_at=self._now() + timedelta(seconds=lease_seconds))
+                .returning(TrialRow.id)
+            ).all()
+            return bool(renewed)
+
+    def record_epoch(self, trial_id: int, attempt: int, metrics: EpochMetrics) -> bool:
+        """Append one epoch's metrics of an attempt. True if written; False if the same values were already there."""
+        return self.record_epochs(trial_id, attempt, [metrics]) == 1
+
+    def record_epochs(self, trial_id: int, attempt: int, metrics: Sequence[EpochMetrics]) -> int:
+        """Append several epochs of one attempt in one transaction; returns how many rows were new. An epoch already
+        stored with the same values is skipped; with other values the whole call raises :class:`ConflictError`.
+        ``attempt`` must have been claimed (1 ≤ attempt ≤ attempts); an earlier attempt's late epochs are still
+        stored, under that attempt: they are facts about it, and readers choose the attempt they want."""
+        epochs = [m.epoch for m in metrics]
+        if len(set(epochs)) != len(epochs):
+            raise ValueError(f"epochs repeat within one call: {sorted(epochs)}")
+        if not epochs:
+            return 0
+        with self._session(write=True) as s:
+            trial = self._get_trial(s, trial_id)
+            if not 1 <= attempt <= trial.attempts:
+                raise StaleAttemptError(f"trial {trial_id} has had {trial.attempts} attempts; got attempt {attempt}")
+            stored = {
+                r.epoch: (r.train_loss, r.train_error, r.test_loss, r.test_error, r.eta, r.wall_time_s)
+                for r in s.scalars(
+                    select(EpochRow).where(
+                        EpochRow.trial_id == trial_id,
+                        EpochRow.attempt == attempt,
+                        # A range, not IN (...): a batch may hold more epochs than a statement may hold parameters.
+                        EpochRow.epoch.between(min(epochs), max(epochs)),
+                    )
+                )
+            }
+            new = []
+            for m in metrics:
+                values = _epoch_values(m)
+                if m.epoch in stored:
+                    if stored[m.epoch] != values:
+                        raise ConflictError(
+                            f"trial {trial_id} attempt {attempt} epoch {m.epoch} is stored as {stored[m.epoch]}, "
+                            f"not {values}"
+                        )
+                    continue
+                new.append(m)
+            if new:
+                s.execute(
+                    insert(EpochRow),
+                    [
+                        {
+                            "trial_id": trial_id,
+                            "attempt": attempt,
+                            "epoch": m.epoch,
+                            **dict(zip(_EPOCH_COLUMNS, _epoch_values(m), strict=True)),
+                        }
+                        for m in new
+                    ],
+                )
+            return len(new)
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        attempt: int,
+        status: Literal["completed", "diverged", "failed"],
+        *,
+        final: FinalMetrics | None = None,
+        provenance: Provenance | None = None,
+        error: str | None = None,
+    ) -> TrialRecord:
+        """End a running attempt with its result and provenance. Repeating the same call is a no-op; any other call
+        for an attempt that is not running raises :class:`StaleAttemptError`."""
+        if status not in ("completed", "diverged", "failed"):
+            raise ValueError(f"status must be completed, diverged or failed, got {status!r}")
+        final = final or FinalMetrics()
+        prov = provenance or Provenance()
+        with self._session(write=True) as s:
+            row = self._get_trial(s, trial_id)
+            if row.status != "running" or row.attempts != attempt:
+                if row.status == status and row.attempts == attempt:
+                    return _trial(row)
+                raise StaleAttemptError(
+                    f"trial {trial_id} is {row.status} at attempt {row.attempts}; attempt {attempt} cannot finish it"
+                )
+            row.status = status
+            row.lease_expires_at = None
+            row.finished_at = self._now()
+            row.error = error
+            row.final_test_error = _finite(final.test_error)
+            row.final_train_error = _finite(final.train_error)
+            row.final_test_loss = _finite(final.test_loss)
+            row.final_train_loss = _finite(final.train_loss)
+            row.wall_time_s = _finite(final.wall_time_s)
+            row.epochs_done = final.epochs_done
+            row.git_sha, row.package_versions = prov.git_sha, prov.package_versions
+            row.device, row.host = prov.device, prov.host
+            return _trial(row)
+
+    def reap_expired_leases(self, now: datetime | None = None, *, max_attempts: int = 3) -> list[int]:
+        """Return running trials whose lease expired before ``now`` (default: the clock) to pending, or make them
+        failed once they have had ``max_attempts`` attempts (claims over the trial's life). Returns their ids."""
+        now = now or self._now()
+        expired = [TrialRow.status == "running", TrialRow.lease_expires_at < now]
+        with self._session(write=True) as s:
+            failed = s.scalars(
+                update(TrialRow)
+                .where(*expired, TrialRow.attempts >= max_attempts)
+                .values(
+                    status="failed",
+                    lease_expires_at=None,
+                    finished_at=now,
+                    error=f"lease expired after {max_attempts} attempts",
+                )
+                .returning(TrialRow.id)
+            ).all()
+            retried = s.scalars(
+                update(TrialRow).where(*expired).values(status="pending", lease_expires_at=None).returning(TrialRow.id)
+            ).all()
+        if failed or retried:
+            log.warning("expired leases: %d trials re-queued, %d failed", len(retried), len(failed))
+        return sorted([*failed, *retried])
+
+    # --- Reading --------------------------------------------------------------------------------------------------
+    def get_trial(self, trial_id: int) -> TrialRecord:
+        with self._session(write=False) as s:
+            return _trial(self._get_trial(s, trial_id))
+
+    def trials(
+        self,
+        sweep_id: int,
+        *,
+        status: TrialStatus | None = None,
+        optimizer: str | None = None,
+        offset: int = 0,
+        limit: int = 1000,
+    ) -> tuple[list[TrialRecord], int]:
+        """A sweep's trials by id, optionally filtered: (``limit`` rows from ``offset``, the total count)."""
+        where = [TrialRow.sweep_id == sweep_id]
+        if status is not None:
+            where.append(TrialRow.status == status)
+        if optimizer is not None:
+            where.append(TrialRow.optimizer == optimizer)
+        with self._session(write=False) as s:
+            count = s.scalar(select(func.count()).select_from(TrialRow).where(*where)) or 0
+            rows = s.scalars(select(TrialRow).where(*where).order_by(TrialRow.id).offset(offset).limit(limit))
+            return [_trial(r) for r in rows], count
+
+    def epochs(self, trial_id: int, *, attempt: int | None = None) -> list[EpochRecord]:
+        """A trial's epoch metrics, by attempt then epoch (one attempt's if ``attempt`` is given)."""
+        where = [EpochRow.trial_id == trial_id]
+        if attempt is not None:
+            where.append(EpochRow.attempt == attempt)
+        with self._session(write=False) as s:
+            rows = s.scalars(select(EpochRow).where(*where).order_by(EpochRow.attempt, EpochRow.epoch))
+            return [
+                EpochRecord(
+                    trial_id=r.trial_id,
+                    attempt=r.attempt,
+                    **{c: getattr(r, c) for c in ("epoch", *_EPOCH_COLUMNS)},
+                )
+                for r in rows
+            ]
+
+    def status_counts(self, sweep_id: int) -> dict[TrialStatus, int]:
+        """How many of the sweep's trials are in each status (every status present, zeros included)."""
+        counts: dict[TrialStatus, int] = dict.fromkeys(TRIAL_STATUSES, 0)
+        with self._session(write=False) as s:
+            for status, n in s.execute(
+                select(TrialRow.status, func.count()).where(TrialRow.sweep_id == sweep_id).group_by(TrialRow.status)
+            ):
+                counts[status] = n  # type: ignore[index]  # only ever written from TrialStatus
+        return counts
+
+    def finished_cell_ids(self, *, sweep_id: int | None = None, fingerprint: str | None = None) -> frozenset[str]:
+        """Cell ids with a finished (completed or diverged) trial in one sweep, or in any sweep of a fingerprint."""
+        if (sweep_id is None) == (fingerprint is None):
+            raise ValueError("give exactly one of sweep_id and fingerprint")
+        q = select(TrialRow.cell_id).where(TrialRow.status.in_(FINISHED))
+        if sweep_id is not None:
+            q = q.where(TrialRow.sweep_id == sweep_id)
+        else:
+            q = q.join(SweepRow, SweepRow.id == TrialRow.sweep_id).where(SweepRow.fingerprint == fingerprint)
+        with self._session(write=False) as s:
+            return frozenset(s.scalars(q))
+
+    def grid(self, sweep_id: int, optimizer: str) -> list[GridPoint]:
+        """One optimizer's α×λ×seed points of a sweep with their final test error, ordered by (α, λ, seed)."""
+        cols = (
+            TrialRow.id,
+            TrialRow.cell_id,
+            TrialRow.lr,
+            TrialRow.weight_decay,
+            TrialRow.weight_decay_given,
+            TrialRow.seed,
+            TrialRow.status,
+            TrialRow.final_test_error,
+        )
+        q = (
+            select(*cols)
+            .where(TrialRow.sweep_id == sweep_id, TrialRow.optimizer == optimizer)
+            .order_by(TrialRow.lr, TrialRow.weight_decay, TrialRow.seed)
+        )
+        with self._session(write=False) as s:
+            return [GridPoint(*row) for row in s.execute(q)]  # type: ignore[arg-type]  # status: a TrialStatus
+
+
+_EPOCH_COLUMNS: Final = tuple(f.name for f in fields(EpochMetrics) if f.name != "epoch")

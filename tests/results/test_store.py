@@ -1,0 +1,355 @@
+"""The results store's contract (``results.Storage``), run against every backend: SQLite file, SQLite in memory,
+PostgreSQL. Real databases, no mocks."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from results import (
+    ConflictError,
+    EpochMetrics,
+    FinalMetrics,
+    NotFoundError,
+    Provenance,
+    StaleAttemptError,
+    Storage,
+    TransitionError,
+    upgrade,
+)
+from results._tables import Base
+from sweeps import SweepSpec, bundles, cells, training_config
+from tests.factories import epoch_metrics, make_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Clock:
+    """A settable UTC clock, so that leases can expire without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(store_url: str, clock: Clock) -> Iterator[Storage]:
+    with Storage(store_url, clock=clock) as s:
+        yield s
+
+
+class TestStorageContract:
+    # --- Sweeps ---------------------------------------------------------------------------------------------------
+    def test_create_sweep_stores_the_spec_and_one_pending_trial_per_cell(self, store: Storage):
+        spec = make_spec()
+        sweep = store.create_sweep(spec)
+        assert (sweep.status, sweep.fingerprint, sweep.name) == ("pending", spec.fingerprint(), "test sweep")
+        assert SweepSpec.model_validate(store.get_sweep(sweep.id).spec) == spec
+        assert sweep.created_at.tzinfo is not None
+        trials, count = store.trials(sweep.id)
+        assert count == len(trials) == spec.n_cells()
+        by_cell = {t.cell_id: t for t in trials}
+        bundle_of = {c.cell_id: b.bundle_id for b in bundles(spec) for c in b.cells}
+        for cell in cells(spec):
+            t = by_cell[cell.cell_id]
+            assert (t.status, t.attempts, t.final) == ("pending", 0, None)
+            assert (t.optimizer, t.lr, t.weight_decay, t.seed) == (
+                cell.optimizer,
+                cell.lr,
+                cell.weight_decay,
+                cell.seed,
+            )
+            assert t.bundle_id == bundle_of[cell.cell_id]
+            assert t.config == training_config(spec, cell)
+        assert store.status_counts(sweep.id)["pending"] == spec.n_cells()
+
+    def test_create_sweep_is_idempotent_on_its_key(self, store: Storage):
+        first = store.create_sweep(make_spec(), idempotency_key="k1")
+        assert store.create_sweep(make_spec(), idempotency_key="k1") == first
+        assert store.list_sweeps()[1] == 1
+        with pytest.raises(ConflictError, match="k1"):
+            store.create_sweep(make_spec(epochs=5), idempotency_key="k1")
+        assert store.create_sweep(make_spec()).id != first.id  # without a key, the same spec is a new sweep
+
+    def test_unknown_ids_raise_not_found(self, store: Storage):
+        with pytest.raises(NotFoundError):
+            store.get_sweep(999)
+        with pytest.raises(NotFoundError):
+            store.get_trial(999)
+        with pytest.raises(NotFoundError):
+            store.record_epoch(999, 1, epoch_metrics(1))
+
+    def test_list_sweeps_pages_and_filters(self, store: Storage):
+        ids = [store.create_sweep(make_spec(epochs=e)).id for e in (1, 2, 3, 4, 5)]
+        store.set_sweep_status(ids[1], "running")
+        rows, count = store.list_sweeps(offset=1, limit=2)
+        assert count == 5 and [r.id for r in rows] == ids[1:3]
+        rows, count = store.list_sweeps(status="running")
+        assert count == 1 and rows[0].id == ids[1]
+
+    def test_sweep_status_transitions(self, store: Storage, clock: Clock):
+        sweep = store.create_sweep(make_spec())
+        running = store.set_sweep_status(sweep.id, "running")
+        assert running.started_at == clock.now and running.finished_at is None
+        assert store.set_sweep_status(sweep.id, "running") == running  # same status: no-op
+        clock.advance(10)
+        done = store.set_sweep_status(sweep.id, "completed")
+        assert done.finished_at == clock.now
+        with pytest.raises(TransitionError, match="completed"):
+            store.set_sweep_status(sweep.id, "running")
+
+    # --- Claims, leases, attempts ---------------------------------------------------------------------------------
+    def test_claims_hand_out_each_pending_trial_once(self, store: Storage, clock: Clock):
+        spec = make_spec()
+        sweep = store.create_sweep(spec)
+        bundle = bundles(spec)[0]
+        claimed = store.claim_trial(sweep.id, lease_seconds=30, bundle_id=bundle.bundle_id)
+        assert claimed is not None and claimed.bundle_id == bundle.bundle_id
+        assert (claimed.status, claimed.attempts) == ("running", 1)
+        assert claimed.lease_expires_at == clock.now + timedelta(seconds=30)
+        ids = {claimed.id}
+        while (t := store.claim_trial(sweep.id, lease_seconds=30)) is not None:
+            ids.add(t.id)
+        assert len(ids) == spec.n_cells()
+        assert store.status_counts(sweep.id)["running"] == spec.n_cells()
+
+    def test_a_dead_attempt_is_retried_then_failed(self, store: Storage, clock: Clock):
+        sweep = store.create_sweep(make_spec())
+        t = store.claim_trial(sweep.id, lease_seconds=60)
+        assert t is not None
+        clock.advance(30)
+        assert store.heartbeat(t.id, 1, lease_seconds=60)  # lease now ends at +90 s
+        clock.advance(59)
+        assert store.reap_expired_leases() == []
+        clock.advance(2)
+        assert store.reap_expired_leases(max_attempts=2) == [t.id]
+        assert store.get_trial(t.id).status == "pending"
+        assert not store.heartbeat(t.id, 1, lease_seconds=60)  # the old worker learns it lost the trial
+        again = store.claim_trial(sweep.id, lease_seconds=60, cell_id=t.cell_id)
+        assert again is not None and again.attempts == 2
+        with pytest.raises(StaleAttemptError):
+            store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=10.0))
+        clock.advance(61)
+        assert store.reap_expired_leases(max_attempts=2) == [t.id]
+        failed = store.get_trial(t.id)
+        assert failed.status == "failed" and failed.error and "lease expired" in failed.error
+
+    def test_concurrent_claimers_never_share_a_trial(self, shared_store_url: str):
+        spec = make_spec()
+        with Storage(shared_store_url) as setup:
+            sweep = setup.create_sweep(spec)
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def claimer() -> None:
+            with Storage(shared_store_url, migrate=False) as s:
+                while (t := s.claim_trial(sweep.id, lease_seconds=60)) is not None:
+                    with lock:
+                        got.append(t.id)
+
+        threads = [threading.Thread(target=claimer) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert sorted(got) == sorted(set(got)) and len(got) == spec.n_cells()
+
+    # --- Epochs and results ---------------------------------------------------------------------------------------
+    def test_record_epoch_is_idempotent_and_never_duplicates(self, store: Storage):
+        sweep = store.create_sweep(make_spec())
+        t = store.claim_trial(sweep.id, lease_seconds=60)
+        assert t is not None
+        assert store.record_epoch(t.id, 1, epoch_metrics(1))
+        assert not store.record_epoch(t.id, 1, epoch_metrics(1))  # a replay: no-op
+        assert store.record_epochs(t.id, 1, [epoch_metrics(1), epoch_metrics(2), epoch_metrics(3)]) == 2
+        with pytest.raises(ConflictError, match="epoch 2"):
+            store.record_epochs(t.id, 1, [epoch_metrics(4), epoch_metrics(2, test_error=1.0)])
+        assert [e.epoch for e in store.epochs(t.id)] == [1, 2, 3]  # the conflicting call wrote nothing
+        with pytest.raises(StaleAttemptError):
+            store.record_epoch(t.id, 2, epoch_metrics(1))  # attempt 2 has not been claimed
+
+    def test_floats_round_trip_exactly(self, store: Storage):
+        values = [0.1 + 0.2, 1 / 3, 5e-324, 1.7976931348623157e308, -0.0, 2.0**-1022]
+        sweep = store.create_sweep(
+            make_spec(grids=[{"optimizer": "sgd", "lr": [1 / 3, 0.1 + 0.2], "weight_decay": [5e-324]}])
+        )
+        t = store.claim_trial(sweep.id, lease_seconds=60)
+        assert t is not None and t.lr in (1 / 3, 0.1 + 0.2) and t.weight_decay == 5e-324
+        for i, v in enumerate(values, start=1):
+            store.record_epoch(t.id, 1, EpochMetrics(epoch=i, train_loss=v, test_error=v))
+        stored = store.epochs(t.id)
+        assert [e.train_loss for e in stored] == values
+        assert [e.test_error for e in stored] == values
+
+    def test_non_finite_metrics_read_back_as_none_on_every_backend(self, store: Storage):
+        sweep = store.create_sweep(make_spec())
+        t = store.claim_trial(sweep.id, lease_seconds=60)
+        assert t is not None
+        store.record_epoch(t.id, 1, EpochMetrics(epoch=1, train_loss=math.inf, test_loss=-math.inf, test_error=90.0))
+        store.record_epoch(t.id, 1, EpochMetrics(epoch=2, train_loss=math.nan, test_error=90.0))
+        assert not store.record_epoch(t.id, 1, EpochMetrics(epoch=2, train_loss=math.nan, test_error=90.0))
+        e1, e2 = store.epochs(t.id)
+        assert (e1.train_loss, e1.test_loss, e1.test_error) == (None, None, 90.0)
+        assert (e2.train_loss, e2.test_error) == (None, 90.0)
+        done = store.finish_trial(t.id, 1, "diverged", final=FinalMetrics(test_error=90.0, train_loss=math.nan))
+        assert done.status == "diverged" and done.final is not None
+        assert (done.final.test_error, done.final.train_loss) == (90.0, None)
+
+    def test_finish_trial_stores_result_and_provenance_once(self, store: Storage, clock: Clock):
+        sweep = store.create_sweep(make_spec())
+        t = store.claim_trial(sweep.id, lease_seconds=60)
+        assert t is not None
+        final = FinalMetrics(
+            test_error=12.5, train_error=3.0, test_loss=0.4, train_loss=0.1, wall_time_s=9.5, epochs_done=3
+        )
+        prov = Provenance(git_sha="abc123", package_versions={"torch": "2.14.1"}, device="cpu", host="node1")
+        done = store.finish_trial(t.id, 1, "completed", final=final, provenance=prov)
+        assert (done.status, done.final, done.provenance, done.lease_expires_at) == ("completed", final, prov, None)
+        assert done.finished_at == clock.now
+        assert store.finish_trial(t.id, 1, "completed", final=final, provenance=prov) == done  # replay: no-op
+        with pytest.raises(StaleAttemptError):
+            store.finish_trial(t.id, 1, "failed", error="late")
+        assert not store.heartbeat(t.id, 1, lease_seconds=60)
+
+    def test_cancel_and_resume_keep_finished_trials(self, store: Storage):
+        spec = make_spec()
+        sweep = store.create_sweep(spec)
+        store.set_sweep_status(sweep.id, "running")
+        a = store.claim_trial(sweep.id, lease_seconds=60)
+        b = store.claim_trial(sweep.id, lease_seconds=60)
+        c = store.claim_trial(sweep.id, lease_seconds=60)
+        assert a and b and c
+        store.finish_trial(a.id, 1, "completed", final=FinalMetrics(test_error=10.0))
+        store.finish_trial(b.id, 1, "diverged", final=FinalMetrics(test_error=90.0))
+        assert store.cancel_sweep(sweep.id) == spec.n_cells() - 2
+        assert store.get_sweep(sweep.id).status == "cancelled"
+        with pytest.raises(StaleAttemptError):
+            store.finish_trial(c.id, 1, "completed")  # cancelled under the worker's feet
+        assert store.finished_cell_ids(sweep_id=sweep.id) == {a.cell_id, b.cell_id}
+        assert store.resume_sweep(sweep.id) == spec.n_cells() - 2
+        counts = store.status_counts(sweep.id)
+        assert (counts["pending"], counts["completed"], counts["diverged"], counts["cancelled"]) == (
+            spec.n_cells() - 2,
+            1,
+            1,
+            0,
+        )
+        assert store.get_sweep(sweep.id).status == "pending"
+        assert store.get_trial(c.id).attempts == 1  # attempts count claims over the trial's life
+
+    def test_finished_cells_are_found_by_fingerprint_across_sweeps(self, store: Storage):
+        spec = make_spec()
+        first, second = store.create_sweep(spec), store.create_sweep(spec)
+        other = store.create_sweep(make_spec(epochs=9))
+        finished = {}
+        for sweep, i in ((first, 0), (second, 1), (other, 2)):
+            t = store.claim_trial(sweep.id, lease_seconds=60, cell_id=store.trials(sweep.id)[0][i].cell_id)
+            assert t is not None
+            store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=1.0))
+            finished[sweep.id] = t.cell_id
+        assert finished[first.id] != finished[second.id]
+        found = store.finished_cell_ids(fingerprint=spec.fingerprint())
+        assert found == {finished[first.id], finished[second.id]}
+        with pytest.raises(ValueError, match="exactly one"):
+            store.finished_cell_ids()
+
+    def test_trials_filter_and_grid_reads_one_optimizer(self, store: Storage):
+        spec = make_spec()
+        sweep = store.create_sweep(spec)
+        rows, count = store.trials(sweep.id, optimizer="adamw", limit=2)
+        assert count == 6 and len(rows) == 2 and {r.optimizer for r in rows} == {"adamw"}
+        t = store.claim_trial(sweep.id, lease_seconds=60, bundle_id=rows[0].bundle_id)
+        assert t is not None
+        store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=7.25))
+        grid = store.grid(sweep.id, "adamw")
+        assert len(grid) == 6
+        assert [(p.lr, p.weight_decay, p.seed) for p in grid] == sorted((p.lr, p.weight_decay, p.seed) for p in grid)
+        assert [p.final_test_error for p in grid if p.trial_id == t.id] == [7.25]
+        assert store.trials(sweep.id, status="completed")[1] == 1
+
+    # --- Schema ---------------------------------------------------------------------------------------------------
+    def test_migrations_build_exactly_the_orm_schema(self, store: Storage):
+        with store.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == []
+
+    def test_upgrade_from_the_first_revision_keeps_data(self, store_url: str):
+        engine = Storage(store_url, migrate=False).engine
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO sweeps (name, spec, fingerprint, status, created_at) "
+                    "VALUES ('old', '{}', 'f00', 'pending', '2025-01-01 00:00:00')"
+                )
+            )
+            assert "ix_trials_sweep_status" not in {i["name"] for i in sa.inspect(conn).get_indexes("trials")}
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert "ix_trials_sweep_status" in {i["name"] for i in sa.inspect(conn).get_indexes("trials")}
+            assert conn.execute(sa.text("SELECT name, fingerprint FROM sweeps")).all() == [("old", "f00")]
+        engine.dispose()
+
+
+# --- A writer killed mid-transaction ------------------------------------------------------------------------------
+WRITER = """
+import sys
+from results import Storage
+from tests.factories import epoch_metrics, make_spec
+
+store = Storage(sys.argv[1])
+sweep = store.create_sweep(make_spec())
+trial = store.claim_trial(sweep.id, lease_seconds=600)
+for epoch in range(1, 51):  # fifty committed epochs, one transaction each
+    store.record_epoch(trial.id, 1, epoch_metrics(epoch))
+big = [epoch_metrics(e) for e in range(1000, 200_000)]
+print(trial.id, flush=True)
+# One huge transaction (seconds long): it must vanish as a whole when the process is killed.
+store.record_epochs(trial.id, 1, big)
+print("done", flush=True)
+"""
+
+
+def test_a_killed_writer_leaves_a_consistent_database(shared_store_url: str):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, shared_store_url], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    trial_id = int(proc.stdout.readline())
+    time.sleep(1.0)  # inside the big transaction, which takes about 3 s on SQLite and longer on PostgreSQL
+    proc.send_signal(signal.SIGKILL)
+    rest = proc.stdout.read()
+    assert proc.wait() == -signal.SIGKILL and "done" not in rest
+    with Storage(shared_store_url) as store:
+        if store.engine.dialect.name == "sqlite":
+            with store.engine.connect() as conn:
+                assert conn.execute(sa.text("PRAGMA integrity_check")).scalar() == "ok"
+        assert [e.epoch for e in store.epochs(trial_id)] == list(range(1, 51))
+        last = store.epochs(trial_id)[-1]
+        assert EpochMetrics(**{k: getattr(last, k) for k in vars(epoch_metrics(50))}) == epoch_metrics(50)
+        trial = store.get_trial(trial_id)
+        assert (trial.status, trial.attempts) == ("running", 1)
+        # The store still takes writes after the crash.
+        assert store.record_epoch(trial_id, 1, epoch_metrics(51))
