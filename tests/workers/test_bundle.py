@@ -41,10 +41,10 @@ def test_batched_cells_equal_train_one_at_a_time_in_float64(optimizer):
 
 
 def test_float32_cells_agree_to_single_precision():
-    configs = [BASE | {"dtype": "float32", "optimizer": "sgdw", "lr": lr, "weight_decay": 1e-3} for lr in (0.05, 0.2)]
+    # at moderate α; at large α (0.2 here) float32 rounding differences grow to ~1 % within two epochs
+    configs = [BASE | {"dtype": "float32", "optimizer": "sgdw", "lr": lr, "weight_decay": 1e-3} for lr in (0.02, 0.05)]
     for b, a in zip(train_bundle(configs, batched=True), [train(c) for c in configs], strict=True):
-        # rounding differences grow over 64 steps of training: ~1e-3 relative at the end
-        assert b.history[-1].test_loss == pytest.approx(a.history[-1].test_loss, rel=5e-3)
+        assert b.history[-1].test_loss == pytest.approx(a.history[-1].test_loss, rel=1e-3)
 
 
 def test_a_diverging_cell_leaves_the_others_untouched():
@@ -77,3 +77,17 @@ def test_cells_of_a_bundle_may_differ_only_in_lr_and_weight_decay():
         train_bundle([a, a | {"seed": 1}])
     with pytest.raises(ValueError, match="'optimizer'"):
         train_bundle([a, a | {"optimizer": "sgdw"}])
+
+
+def test_the_compiled_step_trains_like_the_eager_one_and_is_reused_across_bundles():
+    from workers import bundle
+
+    configs = [BASE | {"dtype": "float32", "optimizer": "adamw", "lr": lr, "weight_decay": 1e-3} for lr in (1e-3, 3e-3)]
+    eager = train_bundle(configs, batched=True, compile=False)
+    compiled = train_bundle(configs, batched=True, compile=True)
+    cached = dict(bundle._COMPILED)
+    again = train_bundle(configs, batched=True, compile=True)
+    assert cached == bundle._COMPILED and len(cached) >= 1  # no new compilation for the same model and shape
+    for e, c, a in zip(eager, compiled, again, strict=True):
+        assert c.history[-1].test_loss == pytest.approx(e.history[-1].test_loss, rel=1e-3)
+        assert a.history[-1].test_loss == c.history[-1].test_loss  # the cached step is deterministic
