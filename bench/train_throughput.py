@@ -1,0 +1,186 @@
+"""Training throughput: one cell at a time with ``train()`` against ``train_bundle()`` at K = 1, 4, 16, 64.
+
+For each K a fresh process (as a runner's worker would be) alternates one-at-a-time ``train()`` cells with K-cell
+bundles on the same data and device: bundle, cell, bundle, cell. The first bundle pays for ``torch.compile`` when
+the bundle compiles; the second is the steady state a worker reaches once it reuses its compiled step for later
+bundles (how the runner amortizes compilation). Ratios compare cell-steps per second within one process.
+
+    .venv/bin/python bench/train_throughput.py                   # cnn1d on MNIST-1D, 20 epochs; resnet20 small
+    .venv/bin/python bench/train_throughput.py --device cuda --ks 1 4 16 64
+
+Printed per K: cell-epochs/s of train() and of the bundle (steady state and first, compilation included), their
+ratio, compile seconds, and peak memory (the process's peak RSS on CPU, peak allocated CUDA memory on a GPU).
+Then the fixed cost of a cell — process start, imports, data, model build — against its training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cifar_like(n_train: int, n_test: int) -> Any:
+    """Random uint8 images with CIFAR-10's shape and the real augmentation path (crop + flip + normalization)."""
+    import torch
+
+    from workers.data import DeviceData
+
+    gen = torch.Generator().manual_seed(0)
+    images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)  # noqa: E731
+    labels = lambda n: torch.randint(0, 10, (n,), generator=gen)  # noqa: E731
+    return DeviceData(
+        "cifar10",
+        images(n_train),
+        labels(n_train),
+        images(n_test),
+        labels(n_test),
+        10,
+        mean=torch.full((3,), 0.5),
+        std=torch.full((3,), 0.29),
+        augment=True,
+    )
+
+
+def measure(model: str, k: int, device: str, epochs: int, n_train: int) -> dict[str, Any]:
+    """One process: alternate bundles of K cells with single cells; return timings (run in a child process)."""
+    import torch
+
+    from workers.bundle import train_bundle
+    from workers.train import TrainConfig, load_data, resolve_device, steps_per_epoch, train
+
+    dev = resolve_device(device)
+    base = {"model": model, "optimizer": "sgdw", "weight_decay": 5e-4, "epochs": epochs, "batch_size": 128}
+    if model == "cnn1d":
+        base["dataset"] = "mnist1d"
+        data = load_data(TrainConfig.from_dict(base | {"lr": 0.1, "device": device}), dev)
+    else:
+        base["dataset"] = "cifar10"
+        data = _cifar_like(n_train, 256).to(dev)
+    configs = [base | {"lr": 0.01 * 2 ** (i % 6), "device": device} for i in range(k)]
+    steps = epochs * steps_per_epoch(data.n_train, 128)
+
+    def timed(fn: Any) -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    bundle_times, single_times = [], []
+    for _ in range(2):
+        bundle_times.append(timed(lambda: train_bundle(configs, data=data)))
+        single_times.append(timed(lambda: train(configs[0], data=data)))
+    from workers import bundle
+
+    peak = (
+        torch.cuda.max_memory_allocated(dev) / 2**20
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "model": model,
+        "k": k,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads",
+        "steps_per_cell": steps,
+        "epochs": epochs,
+        "bundle_first_s": bundle_times[0],
+        "bundle_steady_s": bundle_times[1],
+        "single_s": statistics.median(single_times),
+        "compiled": bool(bundle._COMPILED),
+        "peak_mb": peak,
+    }
+
+
+def fixed_cost(device: str) -> float:
+    """Seconds for a fresh process to import torch and wdgrid, load MNIST-1D (cached) and build cnn1d."""
+    code = (
+        "from workers.train import TrainConfig, load_data, resolve_device;"
+        "from workers.models import build_model;"
+        f"d = load_data(TrainConfig('mnist1d', 'cnn1d', 'sgdw', 0.1, 0.0, 1, 128), resolve_device('{device}'));"
+        "build_model('cnn1d', d.input_shape, d.n_classes)"
+    )
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def child(args: argparse.Namespace, model: str, k: int, epochs: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", model, str(k), str(epochs), "--device", args.device]
+    cmd += ["--resnet-train", str(args.resnet_train)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    first = rows[0]
+    print(f"\n{first['model']}: {first['epochs']} epochs, {first['steps_per_cell']} steps per cell; {first['device']}")
+    print(
+        f"{'K':>3} {'train() cell-ep/s':>18} {'bundle cell-ep/s':>17} {'ratio':>6} "
+        f"{'1st bundle cell-ep/s':>21} {'ratio':>6} {'compiled':>9} {'peak MB':>8}"
+    )
+    for r in rows:
+        k, e = r["k"], r["epochs"]
+        single = e / r["single_s"]
+        steady = k * e / r["bundle_steady_s"]
+        first = k * e / r["bundle_first_s"]
+        print(
+            f"{k:>3} {single:>18.2f} {steady:>17.2f} {steady / single:>6.2f} "
+            f"{first:>21.2f} {first / single:>6.2f} {'yes' if r['compiled'] else 'no':>9} {r['peak_mb']:>8.0f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--epochs", type=int, default=20, help="cnn1d epochs per bundle")
+    parser.add_argument("--resnet-epochs", type=int, default=1)
+    parser.add_argument("--resnet-train", type=int, default=512, help="random CIFAR-shaped training images")
+    parser.add_argument("--resnet-ks", type=int, nargs="+", default=None, help="default: --ks, capped at 16 on CPU")
+    parser.add_argument("--child", nargs=3, metavar=("MODEL", "K", "EPOCHS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        model, k, epochs = args.child
+        print(json.dumps(measure(model, int(k), args.device, int(epochs), args.resnet_train)))
+        return
+
+    import torch
+
+    on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    cnn = [child(args, "cnn1d", k, args.epochs) for k in args.ks]
+    report(cnn)
+    resnet_ks = args.resnet_ks or (args.ks if on_gpu else [k for k in args.ks if k <= 16])
+    report([child(args, "resnet20", k, args.resnet_epochs) for k in resnet_ks])
+
+    fixed = fixed_cost(args.device)
+    single = next(r for r in cnn if r["k"] == 1)
+    per_cell_train = single["single_s"]
+    print(f"\nfixed cost of a process (start, imports, data, model): {fixed:.2f} s")
+    print(f"cnn1d cell, {single['epochs']} epochs, trained alone: {per_cell_train:.2f} s")
+    for r in cnn:
+        train_s = r["bundle_steady_s"] / r["k"]
+        print(
+            f"  one process per bundle of K={r['k']:>2}: fixed cost {fixed / r['k']:.3f} s per cell = "
+            f"{100 * fixed / r['k'] / train_s:.1f}% of its {train_s:.2f} s of training"
+        )
+
+
+if __name__ == "__main__":
+    main()

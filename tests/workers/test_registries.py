@@ -1,0 +1,30 @@
+"""A sweep can name exactly what the worker registers, and a spec's cells train as the worker expects."""
+
+from __future__ import annotations
+
+import sweeps
+from workers.data import DATASETS
+from workers.models import MODELS
+from workers.optimizers import OPTIMIZERS
+from workers.train import TrainConfig
+
+
+def test_spec_names_are_the_worker_registries():
+    assert set(sweeps.DATASETS) == set(DATASETS)
+    assert set(sweeps.MODELS) == set(MODELS)
+    assert set(sweeps.OPTIMIZERS) == set(OPTIMIZERS)
+
+
+def test_every_cell_of_every_preset_is_a_valid_training_config():
+    for preset in sweeps.list_presets():
+        spec = sweeps.load_preset(preset.name)
+        for cell in sweeps.cells(spec):
+            config = TrainConfig.from_dict(sweeps.training_config(spec, cell))
+            assert config.lr == cell.lr and config.weight_decay == cell.weight_decay
+
+
+def test_normalized_decay_uses_the_training_set_size_the_loader_produces():
+    from workers.data import load_dataset
+
+    for name in ("mnist1d", "digits"):
+        assert load_dataset(name).n_train == sweeps.N_TRAIN[name]
