@@ -109,7 +109,7 @@ class StopTraining(Exception):
 @dataclass(frozen=True)
 class EpochMetrics:
     """Measured after one epoch. Errors are top-1 in percent; losses are mean cross-entropy; ``eta`` is η_t of the
-    epoch's last step; ``wall_time`` is seconds of training since the run started (resumes included)."""
+    epoch's last step; ``wall_time_s`` is seconds of training since the run started (resumes included)."""
 
     epoch: int  # 1-based
     train_loss: float
@@ -117,7 +117,7 @@ class EpochMetrics:
     test_loss: float
     test_error: float
     eta: float
-    wall_time: float
+    wall_time_s: float
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class TrialResult:
     status: TrialStatus
     history: list[EpochMetrics]
     device: str
-    wall_time: float  # seconds, whole run
+    wall_time_s: float  # seconds, whole run
     diverged_at_epoch: int | None = None
 
     @property
@@ -247,7 +247,7 @@ def train(
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         _set_rng_state(resume["rng"], generator, device)
-        start_epoch, step, wall_before = int(resume["epoch"]), int(resume["step"]), float(resume["wall_time"])
+        start_epoch, step, wall_before = int(resume["epoch"]), int(resume["step"]), float(resume["wall_time_s"])
         history = [EpochMetrics(**m) for m in resume["history"]]
 
     started = time.perf_counter()
@@ -291,7 +291,7 @@ def train(
                 test_loss=test_loss,
                 test_error=100.0 * test_wrong.item() / data.y_test.shape[0],
                 eta=eta,
-                wall_time=wall_before + time.perf_counter() - started,
+                wall_time_s=wall_before + time.perf_counter() - started,
             )
             history.append(metrics)
             if on_epoch is not None:
@@ -305,7 +305,7 @@ def train(
                         "optimizer": optimizer.state_dict(),
                         "rng": _rng_state(generator, device),
                         "history": [asdict(m) for m in history],
-                        "wall_time": metrics.wall_time,
+                        "wall_time_s": metrics.wall_time_s,
                     }
                 )
     except _Diverged as exc:
@@ -317,7 +317,7 @@ def train(
         status=status,
         history=history,
         device=str(device),
-        wall_time=wall_before + time.perf_counter() - started,
+        wall_time_s=wall_before + time.perf_counter() - started,
         diverged_at_epoch=diverged_at,
     )
 

@@ -28,3 +28,14 @@ def test_normalized_decay_uses_the_training_set_size_the_loader_produces():
 
     for name in ("mnist1d", "digits"):
         assert load_dataset(name).n_train == sweeps.N_TRAIN[name]
+
+
+def test_epoch_metrics_of_the_worker_are_what_the_store_records():
+    from dataclasses import asdict, fields
+
+    import results
+    from workers.train import EpochMetrics
+
+    assert [f.name for f in fields(EpochMetrics)] == [f.name for f in fields(results.EpochMetrics)]
+    m = EpochMetrics(3, 0.5, 12.5, 0.6, 14.0, 0.25, 1.5)
+    assert results.EpochMetrics(**asdict(m)).test_error == 14.0

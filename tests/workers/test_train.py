@@ -32,7 +32,7 @@ def test_cnn1d_learns_mnist1d_and_reports_every_epoch():
     for m in seen:
         assert 0.0 <= m.test_error <= 100.0 and 0.0 <= m.train_error <= 100.0
         assert m.train_loss > 0 and m.test_loss > 0
-    assert [m.wall_time for m in seen] == sorted(m.wall_time for m in seen)
+    assert [m.wall_time_s for m in seen] == sorted(m.wall_time_s for m in seen)
     # cosine: η of each epoch's last step, 32 steps per epoch (4000 / 128, last batch of 32 kept)
     assert seen[1].eta == pytest.approx(0.5 + 0.5 * math.cos(math.pi * 63 / 128))
     assert result.device == "cpu"
