@@ -70,8 +70,8 @@ def test_cpu_fig2_compares_all_four_optimizers_within_ten_minutes_on_two_cores()
     grids: dict[str, Grid] = {g.optimizer: g for g in spec.grids}
     for name in ("sgd", "sgdw"):
         assert min(grids[name].lrs()) <= 2**-6 and max(grids[name].lrs()) >= 1.0
-    for name in ("adam", "adamw"):
-        assert min(grids[name].lrs()) <= 2**-12 and max(grids[name].lrs()) >= 2**-6
+    for name in ("adam", "adamw"):  # measured: at 20 epochs Adam(W) underfits below 2^-10, is best near 2^-6..2^-5
+        assert min(grids[name].lrs()) <= 2**-10 and max(grids[name].lrs()) >= 2**-4
     # Decoupled λ is per step and not scaled by α: its axis sits higher than the L2 variants'.
     assert max(grids["sgdw"].weight_decays()) > max(grids["sgd"].weight_decays())
 
