@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from workers.data import DeviceData
-from workers.models import batchable, build_model
+from workers.models import batchable, build_model, explicitly_batched
 from workers.optimizers import make_optimizer, set_eta
 from workers.train import (
     EVAL_BATCH,
@@ -92,7 +92,8 @@ def train_bundle(
         configs: cells that differ only in ``lr`` (α) and ``weight_decay`` (raw λ per step).
         on_epoch: called with (cell index, that cell's :class:`EpochMetrics`) after every epoch.
         data: the data set on the device; loaded once from the registry when ``None``.
-        batched: force (``True``) or forbid (``False``) the batched model; ``None`` batches whenever the model can.
+        batched: force (``True``) or forbid (``False``) the batched model; ``None`` batches where it is faster:
+            on a GPU whenever the model can be batched, on the CPU when it has an explicit batched forward.
         compile: compile the batched training step with ``torch.compile`` (``None``: when the model has an explicit
             batched forward and the bundle has at least :data:`COMPILE_MIN_CELL_STEPS` cell-steps). A compiler
             failure falls back to eager mode with a warning.
@@ -104,12 +105,15 @@ def train_bundle(
     can_batch = batchable(cfgs[0].model)
     if batched and not can_batch:
         raise ValueError(f"model {cfgs[0].model!r} cannot be batched: train its cells one after another")
-    if batched is False or not can_batch or len(cfgs) == 1:
+    if batched is None:
+        # Measured (bench/train_throughput.py): on the CPU, vmap over resnet20's convolutions runs at half the speed
+        # of one cell at a time; only models with an explicit batched forward gain there. On a GPU, batching pays.
+        batched = can_batch and (explicitly_batched(cfgs[0].model) or device.type == "cuda")
+    if not batched or len(cfgs) == 1:
         return [train(cfg, _for_cell(on_epoch, i), data=data) for i, cfg in enumerate(cfgs)]
     if compile is None:
         n_steps = cfgs[0].epochs * steps_per_epoch(data.n_train, cfgs[0].batch_size)
-        explicit = hasattr(build_model(cfgs[0].model, data.input_shape, data.n_classes), "batched_forward")
-        compile = explicit and len(cfgs) * n_steps >= COMPILE_MIN_CELL_STEPS
+        compile = explicitly_batched(cfgs[0].model) and len(cfgs) * n_steps >= COMPILE_MIN_CELL_STEPS
     return _train_batched(cfgs, on_epoch, data, device, compile)
 
 

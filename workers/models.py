@@ -27,7 +27,7 @@ from typing import Final
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MODELS", "batchable", "build_model", "count_parameters"]
+__all__ = ["MODELS", "batchable", "build_model", "count_parameters", "explicitly_batched"]
 
 Shape = tuple[int, ...]
 
@@ -281,6 +281,15 @@ MODELS: Final[dict[str, Callable[[Shape, int], nn.Module]]] = {
 # cells as one batched model under torch.func.vmap. Shake-Shake draws random numbers per image inside forward and
 # is trained one cell after another instead.
 _BATCHABLE: Final[frozenset[str]] = frozenset({"mlp", "cnn1d", "digits_cnn", "resnet20"})
+
+
+# Models with an explicit ``batched_forward`` (every layer one bmm over the cells), the fast path on a CPU.
+_EXPLICIT: Final[frozenset[str]] = frozenset({"cnn1d"})
+
+
+def explicitly_batched(name: str) -> bool:
+    """Whether ``name`` has a hand-written ``batched_forward`` for K stacked cells."""
+    return name in _EXPLICIT
 
 
 def batchable(name: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.models import MODELS, batchable, build_model, count_parameters, shake
+from workers.models import MODELS, batchable, build_model, count_parameters, explicitly_batched, shake
 
 SHAPES = {
     "mlp": (40,),
@@ -90,3 +90,9 @@ def test_unknown_model_is_a_value_error_naming_the_field():
 def test_shake_shake_is_not_batchable_but_the_deterministic_models_are():
     assert not batchable("shake_shake_26_2x64d")
     assert batchable("cnn1d") and batchable("resnet20")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_explicitly_batched_models_are_those_with_a_batched_forward(name):
+    model = build_model(name, SHAPES[name], 10)
+    assert explicitly_batched(name) == hasattr(model, "batched_forward")
