@@ -1,15 +1,15 @@
 """Training throughput: one cell at a time with ``train()`` against ``train_bundle()`` at K = 1, 4, 16, 64.
 
 For each K a fresh process (as a runner's worker would be) alternates one-at-a-time ``train()`` cells with K-cell
-bundles on the same data and device: bundle, cell, bundle, cell. The first bundle pays for ``torch.compile`` when
-the bundle compiles; the second is the steady state a worker reaches once it reuses its compiled step for later
-bundles (how the runner amortizes compilation). Ratios compare cell-steps per second within one process.
+bundles on the same data and device: bundle, cell, bundle, cell. The first bundle pays the process's warm-up (kernel
+initialization); the second is the steady state of a worker that trains bundle after bundle (as the runner's
+reused actors will). Ratios compare cell-steps per second within one process.
 
     .venv/bin/python bench/train_throughput.py                   # cnn1d on MNIST-1D, 20 epochs; resnet20 small
     .venv/bin/python bench/train_throughput.py --device cuda --ks 1 4 16 64
 
 Printed per K: cell-epochs/s of train() and of the bundle (steady state and first, compilation included), their
-ratio, compile seconds, and peak memory (the process's peak RSS on CPU, peak allocated CUDA memory on a GPU).
+ratio, and peak memory (the process's peak RSS on CPU, peak allocated CUDA memory on a GPU).
 Then the fixed cost of a cell — process start, imports, data, model build — against its training time.
 """
 
@@ -83,8 +83,6 @@ def measure(model: str, k: int, device: str, epochs: int, n_train: int) -> dict[
     for _ in range(2):
         bundle_times.append(timed(lambda: train_bundle(configs, data=data)))
         single_times.append(timed(lambda: train(configs[0], data=data)))
-    from workers import bundle
-
     peak = (
         torch.cuda.max_memory_allocated(dev) / 2**20
         if dev.type == "cuda"
@@ -99,7 +97,6 @@ def measure(model: str, k: int, device: str, epochs: int, n_train: int) -> dict[
         "bundle_first_s": bundle_times[0],
         "bundle_steady_s": bundle_times[1],
         "single_s": statistics.median(single_times),
-        "compiled": bool(bundle._COMPILED),
         "peak_mb": peak,
     }
 
@@ -133,7 +130,7 @@ def report(rows: list[dict[str, Any]]) -> None:
     print(f"\n{first['model']}: {first['epochs']} epochs, {first['steps_per_cell']} steps per cell; {first['device']}")
     print(
         f"{'K':>3} {'train() cell-ep/s':>18} {'bundle cell-ep/s':>17} {'ratio':>6} "
-        f"{'1st bundle cell-ep/s':>21} {'ratio':>6} {'compiled':>9} {'peak MB':>8}"
+        f"{'1st bundle cell-ep/s':>21} {'ratio':>6} {'peak MB':>8}"
     )
     for r in rows:
         k, e = r["k"], r["epochs"]
@@ -142,7 +139,7 @@ def report(rows: list[dict[str, Any]]) -> None:
         first = k * e / r["bundle_first_s"]
         print(
             f"{k:>3} {single:>18.2f} {steady:>17.2f} {steady / single:>6.2f} "
-            f"{first:>21.2f} {first / single:>6.2f} {'yes' if r['compiled'] else 'no':>9} {r['peak_mb']:>8.0f}"
+            f"{first:>21.2f} {first / single:>6.2f} {r['peak_mb']:>8.0f}"
         )
 
 
@@ -154,6 +151,7 @@ def main() -> None:
     parser.add_argument("--resnet-epochs", type=int, default=1)
     parser.add_argument("--resnet-train", type=int, default=512, help="random CIFAR-shaped training images")
     parser.add_argument("--resnet-ks", type=int, nargs="+", default=None, help="default: --ks, capped at 16 on CPU")
+    parser.add_argument("--skip-resnet", action="store_true")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "K", "EPOCHS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -167,13 +165,14 @@ def main() -> None:
     cnn = [child(args, "cnn1d", k, args.epochs) for k in args.ks]
     report(cnn)
     resnet_ks = args.resnet_ks or (args.ks if on_gpu else [k for k in args.ks if k <= 16])
-    report([child(args, "resnet20", k, args.resnet_epochs) for k in resnet_ks])
+    if not args.skip_resnet:
+        report([child(args, "resnet20", k, args.resnet_epochs) for k in resnet_ks])
 
     fixed = fixed_cost(args.device)
-    single = next(r for r in cnn if r["k"] == 1)
-    per_cell_train = single["single_s"]
     print(f"\nfixed cost of a process (start, imports, data, model): {fixed:.2f} s")
-    print(f"cnn1d cell, {single['epochs']} epochs, trained alone: {per_cell_train:.2f} s")
+    print(
+        f"cnn1d cell, {cnn[0]['epochs']} epochs, trained alone: {statistics.median(r['single_s'] for r in cnn):.2f} s"
+    )
     for r in cnn:
         train_s = r["bundle_steady_s"] / r["k"]
         print(

@@ -8,28 +8,20 @@ cells at once with per-cell α and λ tensors. The fused loss is the *sum of the
 gets exactly its own gradient. Other models (Shake-Shake draws random numbers inside its forward pass) train one
 cell after another on the shared data.
 
-The batched forward pass is the model's own ``batched_forward`` where it has one (``cnn1d``: every layer one
-``bmm`` over the cells), else ``torch.func.vmap`` over ``functional_call``. On the CPU these small networks are
-bound by elementwise work, which ``torch.compile`` fuses: the explicit formulation under ``torch.compile`` is what
-beats training the cells one at a time (``bench/train_throughput.py``). Compiling costs ~10-30 s per batch shape, so
-compiled steps are cached per process and reused by every later bundle of the same model and shape; ``compile=None``
-compiles only when the bundle is big enough to pay for it (:data:`COMPILE_MIN_CELL_STEPS`).
-
-Per-cell results equal ``train()``'s for the same config: identical batches, initialization and arithmetic; the
-batched kernels round differently and training amplifies it: after two MNIST-1D epochs float64 agrees to ~1e-12,
-float32 to ~1e-4 at moderate α and ~1e-2 at the largest stable α (tested). A cell whose
-loss turns non-finite is marked ``diverged`` on its own and leaves the others untouched: every computation is
-per cell, and its loss is masked out of the sum.
+The batched forward pass is the model's own ``batched_forward`` where it has one (``cnn1d``: the cells side by side
+as channel groups, so every layer is one grouped convolution or one ``bmm``), else ``torch.func.vmap`` over
+``functional_call``. On the CPU only the explicit form pays (``bench/train_throughput.py``: ~2x at K = 16 for
+cnn1d; vmap over resnet20's convolutions runs at half speed), so by default the CPU batches explicit models only.
+``torch.compile`` of either form was measured slower than the eager explicit form here, and is not used.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
-from typing import Any, Final
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,19 +44,13 @@ from workers.train import (
     train,
 )
 
-__all__ = ["COMPILE_MIN_CELL_STEPS", "check_bundle", "train_bundle"]
-
-log = logging.getLogger(__name__)
+__all__ = ["check_bundle", "train_bundle"]
 
 PER_CELL = frozenset({"lr", "weight_decay"})
-# Compiling pays back after roughly this many cell-steps on a 2-core CPU (~25 s of compilation for two batch shapes
-# at ~1 ms saved per cell-step); bundles below it run eagerly unless told otherwise.
-COMPILE_MIN_CELL_STEPS: Final = 20_000
 
-StepFn = Callable[[dict[str, Tensor], dict[str, Tensor], Tensor, Tensor], tuple[Tensor, Tensor]]
+CPU_CHUNK = 16  # cells per batched model on a CPU
+
 ForwardFn = Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor]
-# (model, input shape, classes, K, dtype, device) -> the template module and its compiled training step.
-_COMPILED: dict[tuple[Any, ...], tuple[nn.Module, StepFn]] = {}
 
 
 def check_bundle(configs: Sequence[TrainConfig]) -> None:
@@ -84,7 +70,6 @@ def train_bundle(
     *,
     data: DeviceData | None = None,
     batched: bool | None = None,
-    compile: bool | None = None,
 ) -> list[TrialResult]:
     """Train every cell of a bundle; returns one :class:`TrialResult` per config, in order.
 
@@ -94,9 +79,6 @@ def train_bundle(
         data: the data set on the device; loaded once from the registry when ``None``.
         batched: force (``True``) or forbid (``False``) the batched model; ``None`` batches where it is faster:
             on a GPU whenever the model can be batched, on the CPU when it has an explicit batched forward.
-        compile: compile the batched training step with ``torch.compile`` (``None``: when the model has an explicit
-            batched forward and the bundle has at least :data:`COMPILE_MIN_CELL_STEPS` cell-steps). A compiler
-            failure falls back to eager mode with a warning.
     """
     cfgs = [c if isinstance(c, TrainConfig) else TrainConfig.from_dict(c) for c in configs]
     check_bundle(cfgs)
@@ -111,10 +93,22 @@ def train_bundle(
         batched = can_batch and (explicitly_batched(cfgs[0].model) or device.type == "cuda")
     if not batched or len(cfgs) == 1:
         return [train(cfg, _for_cell(on_epoch, i), data=data) for i, cfg in enumerate(cfgs)]
-    if compile is None:
-        n_steps = cfgs[0].epochs * steps_per_epoch(data.n_train, cfgs[0].batch_size)
-        compile = explicitly_batched(cfgs[0].model) and len(cfgs) * n_steps >= COMPILE_MIN_CELL_STEPS
-    return _train_batched(cfgs, on_epoch, data, device, compile)
+    # Measured on CPU (bench/train_throughput.py): throughput per cell peaks around K = 8..16 and falls beyond, as the
+    # activations of more cells leave the caches; larger bundles train in chunks of CPU_CHUNK on the shared data.
+    chunk = CPU_CHUNK if device.type == "cpu" else len(cfgs)
+    results: list[TrialResult] = []
+    for start in range(0, len(cfgs), chunk):
+        results += _train_batched(cfgs[start : start + chunk], _offset(on_epoch, start), data, device)
+    return results
+
+
+def _offset(
+    on_epoch: Callable[[int, EpochMetrics], None] | None, start: int
+) -> Callable[[int, EpochMetrics], None] | None:
+    if on_epoch is None:
+        return None
+    callback = on_epoch
+    return lambda i, metrics: callback(start + i, metrics)
 
 
 def _for_cell(on_epoch: Callable[[int, EpochMetrics], None] | None, i: int) -> Callable[[EpochMetrics], None] | None:
@@ -143,25 +137,11 @@ def _forward_fn(model: nn.Module) -> ForwardFn:
     return vmap(forward, in_dims=(0, 0, None))
 
 
-def _step_fn(model: nn.Module) -> StepFn:
-    """Per-cell mean training losses (K,) and wrong top-1 predictions (K,) for one batch."""
-    forward = _forward_fn(model)
-
-    def step(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits = forward(p, b, x)
-        k = logits.shape[0]
-        losses = nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none")
-        return losses.view(k, -1).mean(dim=1), (logits.detach().argmax(2) != y).sum(dim=1)
-
-    return step
-
-
 def _train_batched(
     cfgs: list[TrainConfig],
     on_epoch: Callable[[int, EpochMetrics], None] | None,
     data: DeviceData,
     device: torch.device,
-    compile: bool,
 ) -> list[TrialResult]:
     cfg, k = cfgs[0], len(cfgs)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
@@ -177,17 +157,6 @@ def _train_batched(
     schedule = build_schedule(cfg, data.n_train)
     generator = torch.Generator().manual_seed(cfg.seed)
 
-    if compile:
-        # The step depends on the model's structure only (weights come in as arguments), so one compiled step per
-        # model and shape serves every later bundle in this process.
-        key = (cfg.model, data.input_shape, data.n_classes, k, dtype, str(device))
-        if key not in _COMPILED:
-            template = build_model(cfg.model, data.input_shape, data.n_classes).to(device=device, dtype=dtype)
-            _COMPILED[key] = (template, torch.compile(_step_fn(template), dynamic=False))
-        model, train_step = _COMPILED[key]
-    else:
-        train_step = _step_fn(model)
-    eager_step = _step_fn(model)
     cells_forward = _forward_fn(model)
 
     # --- Epoch loop ---------------------------------------------------------------------------------------------
@@ -205,14 +174,9 @@ def _train_batched(
         eta = 1.0
         for idx in epoch_batches(data.n_train, cfg.batch_size, generator, device):
             x, y = data.train_batch(idx, generator, dtype)
-            try:
-                losses, batch_wrong = train_step(params, buffers, x, y)  # each cell's own mean loss
-            except Exception as exc:
-                if train_step is eager_step:
-                    raise
-                log.warning("torch.compile failed (%s); training this bundle eagerly", exc)
-                train_step = eager_step
-                losses, batch_wrong = train_step(params, buffers, x, y)
+            logits = cells_forward(params, buffers, x)  # K×B×classes
+            losses = nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none")
+            losses = losses.view(k, -1).mean(dim=1)  # each cell's own mean loss
             finite = torch.isfinite(losses)
             if check_each_step and not bool(finite[alive].all()):
                 _mark_diverged(~finite & alive, alive, status, diverged_at, epoch + 1)
@@ -225,7 +189,7 @@ def _train_batched(
             optimizer.step()
             step += 1
             loss_sum += losses.detach().double() * y.shape[0]
-            wrong += batch_wrong
+            wrong += (logits.detach().argmax(2) != y).sum(dim=1)
 
         model.eval()
         test_loss_sum, test_wrong = _evaluate(cells_forward, params, buffers, data, dtype, k)

@@ -67,52 +67,39 @@ class CNN1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x.unsqueeze(1)).flatten(1))
 
-    STRIDES: Final = (1, 2, 2)
-
     def batched_forward(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
         """This network for K cells at once: ``params``/``buffers`` are this module's, stacked along a leading
         dimension K; ``x`` is one B×L batch shared by all cells; returns K×B×classes logits.
 
-        The same arithmetic as ``forward``, written so that every layer is one batched matrix product over the
-        cells: each convolution as unfold + ``bmm`` (activations K×B×L×C), each BatchNorm with per-cell
-        statistics (and, in training mode, the same running-statistics update as ``nn.BatchNorm1d``). Elementwise
-        work dominates at this size, so this pays off under ``torch.compile``, which fuses it (``workers.bundle``).
+        The same arithmetic as ``forward``, with the K cells side by side as channel groups: activations are
+        B×(K·C)×L, each convolution is one grouped convolution (groups = K), each BatchNorm one ``batch_norm`` over
+        K·C channels — per-channel statistics are per-cell statistics, and the running estimates update in place
+        in the stacked buffers — and the heads are one ``baddbmm``. A few large kernels instead of K small ones:
+        that is what makes a bundle faster than its cells one at a time on a CPU (``bench/train_throughput.py``).
         """
         k = next(iter(params.values())).shape[0]
-        h = x[None, :, :, None].expand(k, -1, -1, -1)  # K×B×L×C_in
-        for i, stride in enumerate(self.STRIDES):
-            conv, bn = f"features.{3 * i}", f"features.{3 * i + 1}"
-            w = params[f"{conv}.weight"]  # K×C_out×C_in×5
-            c_out, c_in, width = w.shape[1:]
-            windows = nn.functional.pad(h, (0, 0, width // 2, width // 2)).unfold(2, width, stride)  # K×B×L'×C_in×5
-            b, length = windows.shape[1], windows.shape[2]
-            h = torch.bmm(windows.reshape(k, b * length, c_in * width), w.reshape(k, c_out, c_in * width).mT)
-            h = h.view(k, b, length, c_out)
-            h = torch.relu(_batch_norm_cells(h, params, buffers, bn, self.training))
-        # nn.Flatten orders a cell's features channel-major (C, L); permute the head's weights to our (L, C) order.
-        k, b, length, c = h.shape
-        head = params["head.weight"].view(k, -1, c, length).transpose(2, 3).reshape(k, -1, length * c)
-        return torch.baddbmm(params["head.bias"].unsqueeze(1), h.reshape(k, b, length * c), head.mT)
-
-
-def _batch_norm_cells(
-    h: Tensor, params: dict[str, Tensor], buffers: dict[str, Tensor], name: str, training: bool
-) -> Tensor:
-    """BatchNorm over K×B×L×C activations with per-cell statistics over (B, L), as ``nn.BatchNorm1d`` computes them:
-    biased variance to normalize, unbiased variance (and momentum 0.1) for the running estimate."""
-    weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
-    running_mean, running_var = buffers[f"{name}.running_mean"], buffers[f"{name}.running_var"]
-    if training:
-        mean, var = h.mean(dim=(1, 2)), h.var(dim=(1, 2), unbiased=False)
-        n = h.shape[1] * h.shape[2]
-        with torch.no_grad():
-            running_mean.lerp_(mean, 0.1)
-            running_var.lerp_(var * (n / (n - 1)), 0.1)
-            buffers[f"{name}.num_batches_tracked"].add_(1)
-    else:
-        mean, var = running_mean, running_var
-    scale = weight * torch.rsqrt(var + 1e-5)
-    return h * scale[:, None, None, :] + (bias - mean * scale)[:, None, None, :]
+        h = x.unsqueeze(1).expand(-1, k, -1)  # B×K×L: every cell sees the same batch
+        for i in range(0, len(self.features), 3):
+            conv, bn = self.features[i], self.features[i + 1]
+            assert isinstance(conv, nn.Conv1d) and isinstance(bn, nn.BatchNorm1d)
+            w = params[f"features.{i}.weight"]  # K×C_out×C_in×width
+            h = nn.functional.conv1d(h, w.flatten(0, 1), stride=conv.stride, padding=conv.padding, groups=k)
+            h = nn.functional.batch_norm(  # B×(K·C_out)×L': statistics per channel = per cell and channel
+                h,
+                buffers[f"features.{i + 1}.running_mean"].view(-1),
+                buffers[f"features.{i + 1}.running_var"].view(-1),
+                params[f"features.{i + 1}.weight"].reshape(-1),
+                params[f"features.{i + 1}.bias"].reshape(-1),
+                training=self.training,
+                momentum=0.1 if bn.momentum is None else bn.momentum,
+                eps=bn.eps,
+            )
+            if self.training:
+                buffers[f"features.{i + 1}.num_batches_tracked"].add_(1)
+            h = torch.relu(h)
+        # Each cell's features in the module's own (C, L) flattening order, cells first.
+        h = h.view(h.shape[0], k, -1).transpose(0, 1)  # K×B×(C·L)
+        return torch.baddbmm(params["head.bias"].unsqueeze(1), h, params["head.weight"].mT)
 
 
 def cnn1d(input_shape: Shape, n_classes: int) -> nn.Module:
