@@ -5,8 +5,8 @@ share the initialization and every batch. For models whose forward pass is a pur
 batchable``) the K cells train as **one batched model**: the K copies of the weights are stacked along a leading
 dimension (BatchNorm statistics too, so every cell normalizes with its own), and the paper's optimizer steps all
 cells at once with per-cell α and λ tensors. The fused loss is the *sum of the per-cell mean losses*, so every cell
-gets exactly its own gradient; each cell reports the batched model's wall time. Other models (Shake-Shake draws random numbers inside its forward pass) train one
-cell after another on the shared data.
+gets exactly its own gradient; each cell reports the batched model's wall time. Other models (Shake-Shake draws
+random numbers inside its forward pass) train one cell after another on the shared data.
 
 The batched forward pass is the model's own ``batched_forward`` where it has one (``cnn1d``: the cells side by side
 as channel groups, so every layer is one grouped convolution or one ``bmm``), else ``torch.func.vmap`` over
