@@ -22,10 +22,12 @@ from results._records import (
     TrialStatus,
 )
 from results._store import DEFAULT_URL, MIGRATIONS, Storage, upgrade
+from results.separability import Comparison, Separability, analyze, compare
 
 __all__ = [
     "DEFAULT_URL",
     "MIGRATIONS",
+    "Comparison",
     "ConflictError",
     "EpochMetrics",
     "EpochRecord",
@@ -33,6 +35,7 @@ __all__ = [
     "GridPoint",
     "NotFoundError",
     "Provenance",
+    "Separability",
     "StaleAttemptError",
     "Storage",
     "StoreError",
@@ -41,5 +44,7 @@ __all__ = [
     "TransitionError",
     "TrialRecord",
     "TrialStatus",
+    "analyze",
+    "compare",
     "upgrade",
 ]
