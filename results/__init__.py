@@ -22,7 +22,7 @@ from results._records import (
     TrialStatus,
 )
 from results._store import DEFAULT_URL, MIGRATIONS, Storage, upgrade
-from results.separability import Comparison, Separability, analyze, compare
+from results.separability import Comparison, Separability, analyze, compare, report
 
 __all__ = [
     "DEFAULT_URL",
@@ -46,5 +46,6 @@ __all__ = [
     "TrialStatus",
     "analyze",
     "compare",
+    "report",
     "upgrade",
 ]

@@ -28,7 +28,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DEFAULT_CAP", "Comparison", "Separability", "analyze", "compare"]
+__all__ = ["DEFAULT_CAP", "TWINS", "Comparison", "Separability", "analyze", "compare", "report"]
 
 DEFAULT_CAP: Final = 5.0  # percentage points above the best error; see the module docstring
 _NEAR_POINTS: Final = 1.0  # near-best rows: within max(1 point, 25 % of the best) of the best
@@ -263,3 +263,20 @@ def compare(
         n_seeds=len(seeds),
         verdict="\n".join(lines),
     )
+
+
+# Each L2 optimizer and its decoupled twin (the registry in workers.optimizers; not imported, to keep torch out).
+TWINS: Final[dict[str, str]] = {"sgd": "sgdw", "adam": "adamw"}
+
+SeedGrids = tuple[Sequence[float], Sequence[float], Mapping[int, npt.ArrayLike]]
+
+
+def report(grids: Mapping[str, SeedGrids], *, top_k: int = 10, cap: float = DEFAULT_CAP) -> list[Comparison]:
+    """One :class:`Comparison` per L2 optimizer in ``grids`` whose decoupled twin (:data:`TWINS`) is there too.
+    ``grids`` maps an optimizer to (α values, λ values raw per step, {seed: errors in percent}), as
+    :func:`results.grids.seed_grids` returns it; each seed's grid is analyzed on its own."""
+    by_seed = {
+        name: {seed: analyze(e, lrs, wds, top_k=top_k, cap=cap) for seed, e in seeds.items()}
+        for name, (lrs, wds, seeds) in grids.items()
+    }
+    return [compare((l2, by_seed[l2]), (dw, by_seed[dw])) for l2, dw in TWINS.items() if l2 in grids and dw in grids]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from results.separability import DEFAULT_CAP, Separability, analyze, compare
+from results.separability import DEFAULT_CAP, Separability, analyze, compare, report
 
 DATA = Path(__file__).parent / "data" / "cpu_fig2_run.json"
 
@@ -135,3 +135,8 @@ class TestRealCpuFig2Grid:
         # the verdict rests on the coupling index and reports every seed.
         by_seed = real_by_seed("adamw")
         assert by_seed[0].topk_log_corr > 0 > by_seed[1].topk_log_corr
+
+    def test_report_pairs_each_l2_optimizer_with_its_twin(self):
+        comparisons = report({o: real_seed_grids(o) for o in ("sgd", "sgdw", "adam", "adamw")})
+        assert [(c.l2, c.decoupled, c.coupled_seeds) for c in comparisons] == [("sgd", "sgdw", 2), ("adam", "adamw", 2)]
+        assert report({"sgd": real_seed_grids("sgd")}) == []
