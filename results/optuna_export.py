@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any, Final
 
+import numpy as np
 import optuna
 
 from results._records import TrialRecord
 from results._store import Storage
+from results.separability import Separability
 
-__all__ = ["export_sweep", "param_importances", "study_name"]
+__all__ = ["export_sweep", "importance_report", "param_importances", "study_name"]
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +113,25 @@ def param_importances(storage: str, name: str, *, seed: int = 0) -> dict[str, fl
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     result = optuna.importance.get_param_importances(study, evaluator=evaluator)
     return {str(k): float(v) for k, v in result.items()}
+
+
+def importance_report(
+    storage: str, names: Mapping[str, str], by_seed: Mapping[str, Mapping[int, Separability]], *, seed: int = 0
+) -> str:
+    """One line per exported optimizer: Optuna's fANOVA importances of ``lr`` and ``weight_decay`` beside the mean
+    over seeds of the separability numbers (``by_seed`` as :func:`results.separability.report` builds them).
+    ``names`` is what :func:`export_sweep` returned; optimizers missing from ``by_seed`` show importances only."""
+    lines = []
+    for optimizer, name in sorted(names.items()):
+        imp = param_importances(storage, name, seed=seed)
+        lr, wd = imp.get("lr", math.nan), imp.get("weight_decay", math.nan)
+        line = f"{optimizer:>8}  fANOVA lr {lr:.2f}  weight_decay {wd:.2f}"
+        seeds = by_seed.get(optimizer, {})
+        if seeds:
+            values = {
+                f: float(np.nanmean([getattr(s, f) for s in seeds.values()]))
+                for f in ("coupling_index", "coupling_slope", "interaction_share")
+            }
+            line += "  |  " + "  ".join(f"{f} {v:+.2f}" for f, v in values.items()) + f"  (mean of {len(seeds)} seeds)"
+        lines.append(line)
+    return "\n".join(lines)

@@ -11,7 +11,9 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from results import Storage, SweepRecord, TrialRecord
-from results.optuna_export import export_sweep, param_importances, study_name
+from results.grids import seed_grids
+from results.optuna_export import export_sweep, importance_report, param_importances, study_name
+from results.separability import analyze
 from tests.factories import fill_sweep, make_spec
 
 AXIS = {"base": 2, "start": -8, "stop": -4, "step": 1}
@@ -78,3 +80,15 @@ def test_importances_see_the_parameter_that_matters(exported: tuple[SweepRecord,
     assert set(imp) == {"lr", "weight_decay"}
     assert imp["lr"] > 0.9
     assert sum(imp.values()) == pytest.approx(1.0)
+
+
+def test_the_importance_report_puts_fanova_beside_separability(exported: tuple[SweepRecord, str], folder: Path):
+    sweep, url = exported
+    with Storage(f"sqlite:///{folder / 'wdgrid.db'}") as store:
+        lrs, wds, grids = seed_grids(store, sweep.id, "sgdw")
+    by_seed = {"sgdw": {s: analyze(g, lrs, wds) for s, g in grids.items()}}
+    names = {o: study_name(sweep.id, o) for o in ("sgd", "sgdw")}
+    lines = importance_report(url, names, by_seed).splitlines()
+    assert lines[0].split()[:3] == ["sgd", "fANOVA", "lr"] and "coupling_index" not in lines[0]
+    assert lines[1].startswith("    sgdw  fANOVA lr ") and "coupling_slope +0.00" in lines[1]
+    assert lines[1].endswith("(mean of 2 seeds)")
