@@ -3,6 +3,10 @@
 The store (SQLAlchemy; SQLite by default, PostgreSQL to scale) holds append-only facts; α×λ grids as CSV,
 Figure-2 heatmaps, separability metrics and the Optuna export are computed from those facts, never stored instead of
 them. :class:`Storage`'s docstring is the store's contract.
+
+Grids (:mod:`results.grids`) and separability (:mod:`results.separability`) are exported here; figures
+(:mod:`results.figures`, matplotlib) and the Optuna export (:mod:`results.optuna_export`) are imported from their
+modules, so that importing ``results`` does not load matplotlib or Optuna.
 """
 
 from results._records import (
@@ -22,10 +26,13 @@ from results._records import (
     TrialStatus,
 )
 from results._store import DEFAULT_URL, MIGRATIONS, Storage, upgrade
+from results.grids import cell_stats, epochs_frame, grid_csv, grid_frame, seed_grids, trials_frame
+from results.separability import Comparison, Separability, analyze, compare, report
 
 __all__ = [
     "DEFAULT_URL",
     "MIGRATIONS",
+    "Comparison",
     "ConflictError",
     "EpochMetrics",
     "EpochRecord",
@@ -33,6 +40,7 @@ __all__ = [
     "GridPoint",
     "NotFoundError",
     "Provenance",
+    "Separability",
     "StaleAttemptError",
     "Storage",
     "StoreError",
@@ -41,5 +49,14 @@ __all__ = [
     "TransitionError",
     "TrialRecord",
     "TrialStatus",
+    "analyze",
+    "cell_stats",
+    "compare",
+    "epochs_frame",
+    "grid_csv",
+    "grid_frame",
+    "report",
+    "seed_grids",
+    "trials_frame",
     "upgrade",
 ]

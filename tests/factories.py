@@ -4,13 +4,15 @@ on-disk formats (read back through the real loaders)."""
 from __future__ import annotations
 
 import copy
+import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from results import EpochMetrics
+from results import EpochMetrics, FinalMetrics, Storage, SweepRecord, TrialRecord
 from sweeps import SweepSpec
 
 _SPEC: dict[str, Any] = {
@@ -95,3 +97,27 @@ def write_imagenet32(root: Path, *, per_file: int = 4, n_val: int = 6, seed: int
         with (folder / name).open("wb") as f:
             pickle.dump(content, f)
     return folder
+
+
+def fill_sweep(
+    store: Storage,
+    spec: SweepSpec,
+    error_of: Callable[[TrialRecord], float | None],
+    *,
+    epochs: int = 3,
+) -> SweepRecord:
+    """Create ``spec``'s sweep in ``store`` and run every trial through the real store API: claim it, record
+    ``epochs`` epochs whose test error falls to ``error_of(trial)`` (percent), then finish it completed with that
+    error, or diverged (inf loss, no error) where ``error_of`` returns None."""
+    sweep = store.create_sweep(spec)
+    while (t := store.claim_trial(sweep.id, lease_seconds=60)) is not None:
+        error = error_of(t)
+        if error is None:
+            store.record_epoch(t.id, 1, epoch_metrics(1, train_loss=math.inf, test_error=90.0))
+            store.finish_trial(t.id, 1, "diverged", final=FinalMetrics(train_loss=math.inf, epochs_done=1))
+            continue
+        store.record_epochs(
+            t.id, 1, [epoch_metrics(e, test_error=error + 10.0 * (epochs - e) / epochs) for e in range(1, epochs + 1)]
+        )
+        store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=error, epochs_done=epochs))
+    return store.get_sweep(sweep.id)

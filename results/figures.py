@@ -1,0 +1,169 @@
+"""Figures from the grids: Figure-2-style α×λ heatmaps, coupled-vs-decoupled twins, and learning curves.
+
+matplotlib's object API on the Agg canvas (no pyplot, so no global backend state and no display needed). Units:
+errors in percent, α as the optimizer takes it, λ raw per step. The inputs are the frames of :mod:`results.grids`
+(:func:`~results.grids.cell_stats` per optimizer, :func:`~results.grids.epochs_frame`), so a figure is a view of the
+store's facts like the CSV is.
+
+How a heatmap reads: α (``lr``) up the rows, λ (``weight_decay``) across the columns, one square per grid value,
+ticks labelled with the values (``2^k`` where the value is a power of 2). Colour is the mean final test error over
+seeds, clipped to [best, best + ``clip``] (``clip`` = :data:`DEFAULT_CLIP` points unless given) so that the good
+region stays readable next to 90 % cells; the ``top_k`` best cells are circled (the paper's black circles), diverged
+cells are grey and hatched ``///``, partly diverged cells (some seeds diverged) hatched ``..`` over their colour.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not a dependency (yet)
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from results.separability import TWINS
+
+__all__ = ["DEFAULT_CLIP", "DPI", "draw_heatmap", "heatmap_png", "learning_curves_png", "twins_png"]
+
+DEFAULT_CLIP: Final = 10.0  # colour scale: best error .. best + 10 percentage points
+DPI: Final = 100  # a PNG is (figure width × DPI) × (figure height × DPI) pixels
+_CMAP: Final = "viridis"
+
+
+def _tick(value: float) -> str:
+    if value > 0 and float(np.log2(value)).is_integer():
+        return f"$2^{{{int(np.log2(value))}}}$"
+    return f"{value:.3g}"
+
+
+def _best(stats: pd.DataFrame) -> float:
+    ok = stats.loc[stats["state"] == "ok", "mean"]
+    return float(ok.min()) if len(ok) else math.nan
+
+
+def draw_heatmap(
+    ax: Axes, stats: pd.DataFrame, *, norm: Normalize, title: str = "", top_k: int = 10
+) -> tuple[list[float], list[float]]:
+    """Draw one optimizer's grid (:func:`results.grids.cell_stats`) on ``ax`` as the module docstring says, coloured
+    through ``norm`` (errors in percent). Returns the (α, λ) values of the rows and columns."""
+    lrs = sorted(set(stats["lr"]))
+    wds = sorted(set(stats["weight_decay"]))
+    grid = np.full((len(lrs), len(wds)), np.nan)
+    row, col = {v: i for i, v in enumerate(lrs)}, {v: j for j, v in enumerate(wds)}
+    for r in stats.itertuples():
+        i, j = row[r.lr], col[r.weight_decay]
+        if r.state in ("ok", "partly diverged"):
+            grid[i, j] = r.mean
+        if r.state in ("diverged", "partly diverged"):
+            whole = r.state == "diverged"
+            ax.add_patch(
+                Rectangle(
+                    (j - 0.5, i - 0.5),
+                    1,
+                    1,
+                    facecolor="0.6" if whole else "none",
+                    edgecolor="0.2",
+                    hatch="///" if whole else "..",
+                    linewidth=0,
+                    zorder=2,
+                )
+            )
+    ax.imshow(np.clip(grid, norm.vmin, norm.vmax), origin="lower", cmap=_CMAP, norm=norm, aspect="equal")
+    ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable").head(top_k)
+    ax.scatter(
+        [col[w] for w in ok["weight_decay"]],
+        [row[a] for a in ok["lr"]],
+        s=120,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.5,
+        zorder=3,
+    )
+    ax.set_xticks(range(len(wds)), [_tick(w) for w in wds], rotation=90)
+    ax.set_yticks(range(len(lrs)), [_tick(a) for a in lrs])
+    ax.set_xlabel("weight decay λ (raw per step)")
+    ax.set_ylabel("learning rate α")
+    best = _best(stats)
+    ax.set_title(f"{title}  best {best:.2f} %" if title else f"best {best:.2f} %")
+    return lrs, wds
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _norm(stats: Sequence[pd.DataFrame], clip: float) -> Normalize:
+    bests = [b for b in (_best(s) for s in stats) if math.isfinite(b)]
+    low = min(bests) if bests else 0.0
+    return Normalize(vmin=low, vmax=low + clip)
+
+
+def heatmap_png(
+    stats: pd.DataFrame, path: Path, *, title: str = "", clip: float = DEFAULT_CLIP, top_k: int = 10
+) -> Path:
+    """One optimizer's heatmap with its colour bar, 600×500 pixels."""
+    fig = Figure(figsize=(6, 5))
+    ax = fig.add_subplot()
+    norm = _norm([stats], clip)
+    draw_heatmap(ax, stats, norm=norm, title=title, top_k=top_k)
+    fig.colorbar(ax.images[0], ax=ax, extend="max", label="test error (%)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def twins_png(
+    stats_by_optimizer: Mapping[str, pd.DataFrame], path: Path, *, clip: float = DEFAULT_CLIP, top_k: int = 10
+) -> Path:
+    """Each L2 optimizer (sgd, adam) beside its decoupled twin (sgdw, adamw), one pair per row, all panels on one
+    colour scale (the lowest best error .. + ``clip`` points): 1100 × 500 pixels per pair. Optimizers without
+    their twin in ``stats_by_optimizer`` are left out; none at all is a ``ValueError``."""
+    pairs = [(l2, dw) for l2, dw in TWINS.items() if l2 in stats_by_optimizer and dw in stats_by_optimizer]
+    if not pairs:
+        raise ValueError(f"no L2 optimizer with its twin among {sorted(stats_by_optimizer)}; pairs: {TWINS}")
+    fig = Figure(figsize=(11, 5 * len(pairs)))
+    axes = fig.subplots(len(pairs), 2, squeeze=False)
+    norm = _norm([stats_by_optimizer[o] for pair in pairs for o in pair], clip)
+    for (l2, dw), row in zip(pairs, axes, strict=True):
+        draw_heatmap(row[0], stats_by_optimizer[l2], norm=norm, title=f"{l2} (L2)", top_k=top_k)
+        draw_heatmap(row[1], stats_by_optimizer[dw], norm=norm, title=f"{dw} (decoupled)", top_k=top_k)
+    fig.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), extend="max", label="test error (%)")
+    return _save(fig, path)
+
+
+def learning_curves_png(epochs: pd.DataFrame, stats_by_optimizer: Mapping[str, pd.DataFrame], path: Path) -> Path:
+    """Test error (percent) per epoch at each optimizer's best cell (lowest mean over seeds among cells where no seed
+    diverged), as in the paper's Figures 3-4: the mean over seeds as a line, each seed faint. ``epochs`` is
+    :func:`results.grids.epochs_frame`; each trial's last attempt is used. 800×500 pixels."""
+    fig = Figure(figsize=(8, 5))
+    ax = fig.add_subplot()
+    last = epochs[epochs["attempt"] == epochs.groupby("trial_id")["attempt"].transform("max")]
+    for name, stats in stats_by_optimizer.items():
+        ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable")
+        if ok.empty:
+            continue
+        best = ok.iloc[0]
+        cell = last[
+            (last["optimizer"] == name) & (last["lr"] == best["lr"]) & (last["weight_decay"] == best["weight_decay"])
+        ]
+        if cell.empty:
+            continue
+        for _, seed in cell.groupby("seed"):
+            ax.plot(seed["epoch"], seed["test_error"], alpha=0.25, linewidth=0.8)
+        mean = cell.groupby("epoch")["test_error"].mean()
+        label = f"{name}: α={best['lr']:.3g}, λ={best['weight_decay']:.3g}"
+        ax.plot(mean.index, mean.to_numpy(), linewidth=2, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error (%)")
+    ax.set_title("learning curves at each optimizer's best cell")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

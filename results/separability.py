@@ -1,0 +1,282 @@
+"""Is the best weight decay λ tied to the learning rate α? Numbers that say so, computed from one α×λ grid.
+
+The paper's claim (Loshchilov & Hutter, ICLR 2019, Figure 2): with L2 regularization (SGD, Adam) the good region of
+the α×λ grid is a diagonal band — the best λ scales as 1/α, so tuning one means re-tuning the other — while with
+decoupled weight decay (SGDW, AdamW) it is roughly axis-aligned. :func:`analyze` measures that on a grid of final
+test errors (percent); :func:`compare` sets an L2 optimizer beside its decoupled twin, seed by seed, and says the
+verdict in words. Pure numpy: the grid may come from the store (:func:`results.grids.seed_grids`) or anywhere else.
+
+Conventions shared by every number here:
+
+- ``errors[i, j]`` is the final top-1 test error (percent) at ``lrs[i]`` (α) and ``wds[j]`` (λ, raw per step, as the
+  store keeps it); NaN marks a diverged (or missing) cell. Both axes must be strictly positive and increasing: the
+  analysis works in log2 α and log2 λ.
+- **Capped errors.** Where a number needs every cell, an error is replaced by ``min(error, best + cap)`` and a NaN
+  cell by ``best + cap`` (``cap`` = :data:`DEFAULT_CAP` = 5 percentage points unless given): a diverged corner at 90 %
+  would otherwise dominate every variance and regret, and "much worse than the best" is all it tells us.
+- **Near-best rows.** A row (one α) is near-best when its lowest error is within ``max(1 point, 25 % of the best)``
+  of the global best: with a best of 2 % that is 3 %; with a best of 20 %, 25 %.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["DEFAULT_CAP", "TWINS", "Comparison", "Separability", "analyze", "compare", "report"]
+
+DEFAULT_CAP: Final = 5.0  # percentage points above the best error; see the module docstring
+_NEAR_POINTS: Final = 1.0  # near-best rows: within max(1 point, 25 % of the best) of the best
+_NEAR_FRACTION: Final = 0.25
+_SHIFTS: Final = (-2, -1, 1, 2)  # the coupling index moves α by 2^k for these k
+_LOG_TOL: Final = 1e-6  # two log2 values name the same grid value when they differ by less than this
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Separability:
+    """How coupled α and λ are on one grid. Errors in percent; α and λ (raw per step) as on the grid's axes.
+
+    - ``coupling_slope``: least-squares slope of log2(best λ of the row) against log2 α over the near-best rows (see
+      the module docstring), each row's argmin refined by the parabola through it and its two neighbours in
+      log2 λ (not refined at the grid's edge, or when a neighbour is NaN). ≈ −1: the best λ scales as 1/α (coupled);
+      ≈ 0: it does not depend on α. NaN with fewer than two near-best rows.
+    - ``coupling_index``: r_λ / (r_λ + r_αλ). From the best cell, α is moved by 2^k for k in ±1, ±2; r_λ is the mean
+      regret (capped error minus best) with λ held fixed, r_αλ with α·λ held fixed (λ moved by 2^−k). A shift k
+      counts only when both of its cells lie on the grid (same values within 1e-6 in log2); a NaN (diverged) cell
+      on the grid counts with the capped error. 1: keeping α·λ fixed costs nothing (fully coupled); 0.5: both
+      directions cost the same; 1/3: an isotropic separable bowl. NaN when no shift has both cells or both regrets
+      are 0.
+    - ``interaction_share``: share of the capped grid's total sum of squares left unexplained by the additive model
+      grand mean + row effect + column effect (two-way ANOVA without replication, NaN cells at the cap). 0 for a
+      separable landscape f(α) + g(λ) within the cap.
+    - ``topk_log_corr``: Pearson correlation of log2 α and log2 λ over the ``top_k`` finite cells with the lowest
+      error (ties broken by grid order; the paper's black circles). Negative: a diagonal band. NaN when either
+      coordinate is constant among them or fewer than 3 cells are finite.
+    - ``best_lr``, ``best_wd``, ``best_error``: the best finite cell.
+    - ``near_rows``: how many rows the slope was fitted on; ``cap``: the cap used (points above the best).
+    """
+
+    coupling_slope: float
+    coupling_index: float
+    interaction_share: float
+    topk_log_corr: float
+    best_lr: float
+    best_wd: float
+    best_error: float
+    near_rows: int
+    cap: float
+
+    @property
+    def best(self) -> tuple[float, float, float]:
+        """(α, λ raw per step, test error %) of the best cell."""
+        return (self.best_lr, self.best_wd, self.best_error)
+
+
+def _log2_axis(values: Sequence[float], name: str) -> FloatArray:
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence")
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        raise ValueError(f"{name} must be finite and > 0 (the analysis is in log2), got {v.tolist()}")
+    if np.any(np.diff(v) <= 0):
+        raise ValueError(f"{name} must be strictly increasing, got {v.tolist()}")
+    return np.log2(v)
+
+
+def _parabola_vertex(x: FloatArray, y: FloatArray) -> float:
+    """x of the vertex of the parabola through three points whose middle y is the lowest."""
+    (x0, x1, x2), (y0, y1, y2) = x, y
+    denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
+    b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
+    if a <= 0:  # flat through the three points: no better estimate than the middle
+        return float(x1)
+    return float(np.clip(-b / (2 * a), x0, x2))
+
+
+def _slope(errors: FloatArray, capped: FloatArray, la: FloatArray, lw: FloatArray, best: float) -> tuple[float, int]:
+    near = best + max(_NEAR_POINTS, _NEAR_FRACTION * best)
+    xs, ys = [], []
+    for i in range(errors.shape[0]):
+        row = errors[i]
+        if not np.any(np.isfinite(row)) or np.nanmin(row) > near:
+            continue
+        j = int(np.nanargmin(row))
+        best_lw = float(lw[j])
+        if 0 < j < len(lw) - 1 and np.all(np.isfinite(row[j - 1 : j + 2])):
+            best_lw = _parabola_vertex(lw[j - 1 : j + 2], capped[i, j - 1 : j + 2])
+        xs.append(float(la[i]))
+        ys.append(best_lw)
+    if len(set(xs)) < 2:
+        return math.nan, len(xs)
+    return float(np.polyfit(xs, ys, 1)[0]), len(xs)
+
+
+def _index_of(axis: FloatArray, value: float) -> int | None:
+    hits = np.flatnonzero(np.abs(axis - value) < _LOG_TOL)
+    return int(hits[0]) if hits.size else None
+
+
+def _coupling_index(capped: FloatArray, la: FloatArray, lw: FloatArray, bi: int, bj: int, best: float) -> float:
+    r_fixed_wd, r_fixed_product = [], []
+    for k in _SHIFTS:
+        i = _index_of(la, la[bi] + k)
+        j = _index_of(lw, lw[bj] - k)
+        if i is None or j is None:  # only shifts with both cells on the grid: a paired comparison
+            continue
+        r_fixed_wd.append(capped[i, bj] - best)
+        r_fixed_product.append(capped[i, j] - best)
+    if not r_fixed_wd:
+        return math.nan
+    r_l, r_al = float(np.mean(r_fixed_wd)), float(np.mean(r_fixed_product))
+    return r_l / (r_l + r_al) if r_l + r_al > 0 else math.nan
+
+
+def _interaction_share(capped: FloatArray) -> float:
+    grand = capped.mean()
+    additive = capped.mean(axis=1, keepdims=True) + capped.mean(axis=0, keepdims=True) - grand
+    total = float(((capped - grand) ** 2).sum())
+    return float(((capped - additive) ** 2).sum()) / total if total > 0 else math.nan
+
+
+def _topk_corr(errors: FloatArray, la: FloatArray, lw: FloatArray, top_k: int) -> float:
+    flat = errors.ravel()
+    finite = np.flatnonzero(np.isfinite(flat))
+    if finite.size < 3:
+        return math.nan
+    order = finite[np.argsort(flat[finite], kind="stable")][:top_k]
+    rows, cols = np.unravel_index(order, errors.shape)
+    x, y = la[rows], lw[cols]
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def analyze(
+    errors: npt.ArrayLike,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    *,
+    top_k: int = 10,
+    cap: float = DEFAULT_CAP,
+) -> Separability:
+    """Separability numbers of one grid: ``errors[i, j]`` = final test error (percent, NaN = diverged) at
+    α = ``lrs[i]`` and λ = ``wds[j]`` (raw per step). See :class:`Separability` for each number's definition."""
+    e = np.asarray(errors, dtype=np.float64)
+    la, lw = _log2_axis(lrs, "lrs"), _log2_axis(wds, "wds")
+    if e.shape != (la.size, lw.size):
+        raise ValueError(f"errors has shape {e.shape}, expected (len(lrs), len(wds)) = {(la.size, lw.size)}")
+    if top_k < 2:
+        raise ValueError(f"top_k must be at least 2, got {top_k}")
+    if cap <= 0:
+        raise ValueError(f"cap must be > 0 percentage points, got {cap}")
+    if not np.any(np.isfinite(e)):
+        raise ValueError("errors has no finite cell: nothing to analyze")
+    bi, bj = (int(k) for k in np.unravel_index(int(np.nanargmin(e)), e.shape))
+    best = float(e[bi, bj])
+    capped = np.where(np.isfinite(e), np.minimum(e, best + cap), best + cap)
+    slope, near_rows = _slope(e, capped, la, lw, best)
+    return Separability(
+        coupling_slope=slope,
+        coupling_index=_coupling_index(capped, la, lw, bi, bj, best),
+        interaction_share=_interaction_share(capped),
+        topk_log_corr=_topk_corr(e, la, lw, top_k),
+        best_lr=float(lrs[bi]),
+        best_wd=float(wds[bj]),
+        best_error=best,
+        near_rows=near_rows,
+        cap=cap,
+    )
+
+
+# --- Comparing an L2 optimizer with its decoupled twin --------------------------------------------------------------
+_FIELDS: Final = ("coupling_index", "coupling_slope", "interaction_share", "topk_log_corr")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """An L2 optimizer (e.g. ``sgd``) beside its decoupled twin (``sgdw``), one :class:`Separability` per seed.
+
+    ``coupled_seeds`` counts the seeds (present for both) on which the L2 optimizer's coupling index is higher than
+    the twin's; ``verdict`` says the result in words, with every seed's values beside the mean."""
+
+    l2: str
+    decoupled: str
+    l2_by_seed: Mapping[int, Separability]
+    decoupled_by_seed: Mapping[int, Separability]
+    coupled_seeds: int
+    n_seeds: int
+    verdict: str
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _line(name: str, by_seed: Mapping[int, Separability], field: str) -> str:
+    values = [getattr(by_seed[s], field) for s in sorted(by_seed)]
+    per_seed = ", ".join(f"seed {s}: {v:+.2f}" for s, v in zip(sorted(by_seed), values, strict=True))
+    return f"  {name:>8} {field:<17} mean {_mean(values):+.2f} ({per_seed})"
+
+
+def compare(
+    l2: tuple[str, Mapping[int, Separability]],
+    decoupled: tuple[str, Mapping[int, Separability]],
+) -> Comparison:
+    """Compare ``(name, {seed: Separability})`` of an L2 optimizer with its decoupled twin's. The verdict rests on
+    the coupling index seed by seed (the number the paper's claim predicts most reliably on small grids); the other
+    numbers are listed beside it, per seed and as a mean (NaN values left out of the mean)."""
+    (l2_name, l2_by), (dw_name, dw_by) = l2, decoupled
+    seeds = sorted(set(l2_by) & set(dw_by))
+    if not seeds:
+        raise ValueError(f"{l2_name} and {dw_name} share no seed: nothing to compare")
+    wins = sum(l2_by[s].coupling_index > dw_by[s].coupling_index for s in seeds)
+    l2_mean = _mean([l2_by[s].coupling_index for s in seeds])
+    dw_mean = _mean([dw_by[s].coupling_index for s in seeds])
+    if wins == len(seeds):
+        words = f"{l2_name} (L2) is more coupled than {dw_name} (decoupled) on every seed"
+    elif wins == 0:
+        words = f"{l2_name} (L2) is NOT more coupled than {dw_name} (decoupled) on any seed"
+    else:
+        words = f"mixed: {l2_name} (L2) is more coupled than {dw_name} (decoupled) on {wins} of {len(seeds)} seeds"
+    head = f"{words}: coupling index {l2_mean:.2f} vs {dw_mean:.2f} (mean over seeds {seeds})."
+    lines = [head]
+    for field in _FIELDS:
+        lines += [
+            _line(l2_name, {s: l2_by[s] for s in seeds}, field),
+            _line(dw_name, {s: dw_by[s] for s in seeds}, field),
+        ]
+    return Comparison(
+        l2=l2_name,
+        decoupled=dw_name,
+        l2_by_seed={s: l2_by[s] for s in seeds},
+        decoupled_by_seed={s: dw_by[s] for s in seeds},
+        coupled_seeds=wins,
+        n_seeds=len(seeds),
+        verdict="\n".join(lines),
+    )
+
+
+# Each L2 optimizer and its decoupled twin (the registry in workers.optimizers; not imported, to keep torch out).
+TWINS: Final[dict[str, str]] = {"sgd": "sgdw", "adam": "adamw"}
+
+SeedGrids = tuple[Sequence[float], Sequence[float], Mapping[int, npt.ArrayLike]]
+
+
+def report(grids: Mapping[str, SeedGrids], *, top_k: int = 10, cap: float = DEFAULT_CAP) -> list[Comparison]:
+    """One :class:`Comparison` per L2 optimizer in ``grids`` whose decoupled twin (:data:`TWINS`) is there too.
+    ``grids`` maps an optimizer to (α values, λ values raw per step, {seed: errors in percent}), as
+    :func:`results.grids.seed_grids` returns it; each seed's grid is analyzed on its own."""
+    by_seed = {
+        name: {seed: analyze(e, lrs, wds, top_k=top_k, cap=cap) for seed, e in seeds.items()}
+        for name, (lrs, wds, seeds) in grids.items()
+    }
+    return [compare((l2, by_seed[l2]), (dw, by_seed[dw])) for l2, dw in TWINS.items() if l2 in grids and dw in grids]
