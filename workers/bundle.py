@@ -13,6 +13,12 @@ as channel groups, so every layer is one grouped convolution or one ``bmm``), el
 ``functional_call``. On the CPU only the explicit form pays (``bench/train_throughput.py``: ~2x at K = 16 for
 cnn1d; vmap over resnet20's convolutions runs at half speed), so by default the CPU batches explicit models only.
 ``torch.compile`` of either form was measured slower than the eager explicit form here, and is not used.
+
+Checkpoints: ``on_checkpoint(state)`` receives the whole bundle's state at every epoch boundary and after every
+cell (one at a time) or chunk (batched) finishes — the finished cells' results under ``"done"``, the running unit's
+training state under ``"inner"`` — and ``train_bundle(configs, resume=state)`` continues from it. The state holds
+only tensors, numbers, strings, lists and dicts, some of them the live training tensors: serialize it (``torch.save``)
+during the call. On the CPU a resumed bundle ends with exactly the numbers of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any
 
 import torch
@@ -44,13 +50,16 @@ from workers.train import (
     train,
 )
 
-__all__ = ["check_bundle", "train_bundle"]
+__all__ = ["BundleState", "check_bundle", "finished_cells", "train_bundle"]
 
 PER_CELL = frozenset({"lr", "weight_decay"})
 
 CPU_CHUNK = 16  # cells per batched model on a CPU
 
 ForwardFn = Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor]
+BundleState = dict[str, Any]
+"""A bundle's checkpoint: ``{"mode": "batched"|"sequential", "chunk": cells per unit, "start": index of the unit
+in training, "done": {cell index: its result as a dict}, "inner": the unit's training state or None}``."""
 
 
 def check_bundle(configs: Sequence[TrainConfig]) -> None:
@@ -70,6 +79,8 @@ def train_bundle(
     *,
     data: DeviceData | None = None,
     batched: bool | None = None,
+    on_checkpoint: Callable[[BundleState], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> list[TrialResult]:
     """Train every cell of a bundle; returns one :class:`TrialResult` per config, in order.
 
@@ -79,6 +90,9 @@ def train_bundle(
         data: the data set on the device; loaded once from the registry when ``None``.
         batched: force (``True``) or forbid (``False``) the batched model; ``None`` batches where it is faster:
             on a GPU whenever the model can be batched, on the CPU when it has an explicit batched forward.
+        on_checkpoint: called with the whole bundle's state (:data:`BundleState`) at every epoch boundary and
+            after every cell or chunk finishes.
+        resume: a state from ``on_checkpoint``: finished cells are not trained again, the running unit continues.
     """
     cfgs = [c if isinstance(c, TrainConfig) else TrainConfig.from_dict(c) for c in configs]
     check_bundle(cfgs)
@@ -91,15 +105,83 @@ def train_bundle(
         # Measured (bench/train_throughput.py): on the CPU, vmap over resnet20's convolutions runs at half the speed
         # of one cell at a time; only models with an explicit batched forward gain there. On a GPU, batching pays.
         batched = can_batch and (explicitly_batched(cfgs[0].model) or device.type == "cuda")
-    if not batched or len(cfgs) == 1:
-        return [train(cfg, _for_cell(on_epoch, i), data=data) for i, cfg in enumerate(cfgs)]
+    batched = batched and len(cfgs) > 1
     # Measured on CPU (bench/train_throughput.py): throughput per cell peaks around K = 8..16 and falls beyond, as the
     # activations of more cells leave the caches; larger bundles train in chunks of CPU_CHUNK on the shared data.
-    chunk = CPU_CHUNK if device.type == "cpu" else len(cfgs)
-    results: list[TrialResult] = []
-    for start in range(0, len(cfgs), chunk):
-        results += _train_batched(cfgs[start : start + chunk], _offset(on_epoch, start), data, device)
-    return results
+    chunk = (CPU_CHUNK if device.type == "cpu" else len(cfgs)) if batched else 1
+    mode = "batched" if batched else "sequential"
+    done: dict[int, TrialResult] = {}
+    start, inner = 0, None
+    if resume is not None:
+        if resume["mode"] != mode:
+            raise ValueError(f"the checkpoint trained this bundle {resume['mode']}, not {mode}: pass batched=")
+        chunk, start, inner = int(resume["chunk"]), int(resume["start"]), resume["inner"]
+        done = {int(i): _result_from_dict(cfgs[int(i)], r) for i, r in resume["done"].items()}
+
+    def checkpoint(unit: int, state: Mapping[str, Any] | None) -> None:
+        if on_checkpoint is not None:
+            on_checkpoint(
+                {
+                    "mode": mode,
+                    "chunk": chunk,
+                    "start": unit,
+                    "done": {i: _result_as_dict(r) for i, r in done.items()},
+                    "inner": state,
+                }
+            )
+
+    for unit in range(start, len(cfgs), chunk):
+        members = range(unit, min(unit + chunk, len(cfgs)))
+        resume_unit = inner if unit == start else None
+        if batched:
+            results = _train_batched(
+                [cfgs[i] for i in members],
+                _offset(on_epoch, unit),
+                data,
+                device,
+                on_checkpoint=lambda state, unit=unit: checkpoint(unit, state),  # type: ignore[misc]
+                resume=resume_unit,
+            )
+        else:
+            results = [
+                train(
+                    cfgs[unit],
+                    _for_cell(on_epoch, unit),
+                    data=data,
+                    on_checkpoint=lambda state, unit=unit: checkpoint(unit, state),  # type: ignore[misc]
+                    resume=resume_unit,
+                )
+            ]
+        done.update(zip(members, results, strict=True))
+        checkpoint(unit + chunk, None)
+    return [done[i] for i in range(len(cfgs))]
+
+
+def finished_cells(state: BundleState) -> dict[int, TrialResult]:
+    """The cells a checkpoint holds as finished, by index, with their results (configs are not in a checkpoint:
+    their ``config`` is a placeholder of the first cell's type; use the index)."""
+    return {int(i): _result_from_dict(None, r) for i, r in state["done"].items()}
+
+
+def _result_as_dict(r: TrialResult) -> dict[str, Any]:
+    return {
+        "status": r.status,
+        "history": [asdict(m) for m in r.history],
+        "device": r.device,
+        "wall_time_s": r.wall_time_s,
+        "diverged_at_epoch": r.diverged_at_epoch,
+    }
+
+
+def _result_from_dict(config: TrainConfig | None, d: Mapping[str, Any]) -> TrialResult:
+    return TrialResult(
+        config=config,  # type: ignore[arg-type]  # finished_cells: the caller knows the config by index
+        status=d["status"],
+        history=[EpochMetrics(**m) for m in d["history"]],
+        device=str(d["device"]),
+        wall_time_s=float(d["wall_time_s"]),
+        diverged_at_epoch=d["diverged_at_epoch"],
+    )
 
 
 def _offset(
@@ -142,6 +224,9 @@ def _train_batched(
     on_epoch: Callable[[int, EpochMetrics], None] | None,
     data: DeviceData,
     device: torch.device,
+    *,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> list[TrialResult]:
     cfg, k = cfgs[0], len(cfgs)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
@@ -165,9 +250,23 @@ def _train_batched(
     diverged_at: list[int | None] = [None] * k
     alive = torch.ones(k, dtype=torch.bool, device=device)
     check_each_step = device.type == "cpu"
-    started, step = time.perf_counter(), 0
+    start_epoch, step, wall_before = 0, 0, 0.0
+    if resume is not None:
+        with torch.no_grad():
+            for name, t in params.items():
+                t.copy_(resume["params"][name])
+            for name, t in buffers.items():
+                t.copy_(resume["buffers"][name])
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["rng"]["data"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        start_epoch, step, wall_before = int(resume["epoch"]), int(resume["step"]), float(resume["wall_time_s"])
+        histories = [[EpochMetrics(**m) for m in h] for h in resume["histories"]]
+        status, diverged_at = list(resume["status"]), list(resume["diverged_at"])
+        alive.copy_(torch.as_tensor(resume["alive"], dtype=torch.bool))
+    started = time.perf_counter()
     n_seen = min(data.n_train, steps_per_epoch(data.n_train, cfg.batch_size) * cfg.batch_size)
-    for epoch in range(cfg.epochs):
+    for epoch in range(start_epoch, cfg.epochs):
         model.train()
         loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
         wrong = torch.zeros(k, device=device, dtype=torch.long)
@@ -198,7 +297,7 @@ def _train_batched(
         test_loss = (test_loss_sum / data.y_test.shape[0]).tolist()
         train_err = (100.0 * wrong.double() / n_seen).tolist()
         test_err = (100.0 * test_wrong.double() / data.y_test.shape[0]).tolist()
-        wall = time.perf_counter() - started
+        wall = wall_before + time.perf_counter() - started
         for i in range(k):
             if status[i] != "completed":
                 continue
@@ -209,10 +308,26 @@ def _train_batched(
             histories[i].append(metrics)
             if on_epoch is not None:
                 on_epoch(i, metrics)
+        if on_checkpoint is not None:
+            on_checkpoint(
+                {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "params": {name: t.detach() for name, t in params.items()},
+                    "buffers": buffers,
+                    "optimizer": optimizer.state_dict(),
+                    "rng": {"data": generator.get_state(), "torch": torch.get_rng_state()},
+                    "histories": [[asdict(m) for m in h] for h in histories],
+                    "status": list(status),
+                    "diverged_at": list(diverged_at),
+                    "alive": alive.tolist(),
+                    "wall_time_s": wall,
+                }
+            )
         if not bool(alive.any()):
             break
 
-    wall = time.perf_counter() - started
+    wall = wall_before + time.perf_counter() - started
     return [
         TrialResult(c, status[i], histories[i], str(device), wall, diverged_at_epoch=diverged_at[i])
         for i, c in enumerate(cfgs)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import io
 
-from workers.bundle import train_bundle
+import pytest
+import torch
+
+from workers.bundle import finished_cells, train_bundle
 from workers.train import EpochMetrics, train
 
 BASE = {
@@ -91,3 +94,39 @@ def test_big_bundles_train_in_chunks_with_the_same_results(monkeypatch):
     assert sorted(seen) == [0, 0, 1, 1, 2, 2]
     for w, c in zip(whole, chunked, strict=True):
         assert c.history[-1].test_loss == pytest.approx(w.history[-1].test_loss, rel=1e-12)
+
+
+@pytest.mark.parametrize(("model", "batched"), [("cnn1d", True), ("mlp", False)])
+def test_resume_from_a_bundle_checkpoint_ends_exactly_like_an_uninterrupted_run(model, batched):
+    configs = [
+        BASE | {"model": model, "epochs": 3, "dtype": "float32", "optimizer": "adamw", "lr": lr, "weight_decay": 1e-3}
+        for lr in (1e-3, 3e-3, 1e-2)
+    ]
+    full = train_bundle(configs, batched=batched)
+    states: list[bytes] = []
+
+    def keep(state):
+        buffer = io.BytesIO()  # through bytes, as a checkpoint file would
+        torch.save(state, buffer)
+        states.append(buffer.getvalue())
+
+    checkpointed = train_bundle(configs, batched=batched, on_checkpoint=keep)
+    assert [[m.test_loss for m in r.history] for r in checkpointed] == [[m.test_loss for m in r.history] for r in full]
+    # batched: a checkpoint per epoch and one when the chunk ends; one at a time: the same for each cell
+    assert len(states) == (3 + 1 if batched else 3 * (3 + 1))
+    # resume from the middle: batched mid-run, or one at a time with cell 0 finished and cell 1 in epoch 2 of 3
+    middle = torch.load(io.BytesIO(states[1 if batched else 5]), weights_only=False)
+    assert set(finished_cells(middle)) == (set() if batched else {0})
+    resumed = train_bundle(configs, batched=batched, resume=middle)
+    for r, f in zip(resumed, full, strict=True):
+        assert r.status == f.status == "completed"
+        assert [m.test_loss for m in r.history] == [m.test_loss for m in f.history]  # exactly, epochs 1..3
+        assert r.history[-1].train_error == f.history[-1].train_error
+
+
+def test_a_checkpoint_of_another_mode_is_refused():
+    configs = [BASE | {"optimizer": "sgd", "lr": lr, "weight_decay": 1e-4} for lr in (0.05, 0.1)]
+    states: list[dict[str, object]] = []
+    train_bundle(configs, batched=True, on_checkpoint=lambda s: states.append({**s, "inner": None}))
+    with pytest.raises(ValueError, match="batched, not sequential"):
+        train_bundle(configs, batched=False, resume=states[0])
