@@ -10,6 +10,8 @@ modules, so that importing ``results`` does not load matplotlib or Optuna.
 """
 
 from results._records import (
+    AttemptRecord,
+    AttemptStatus,
     ConflictError,
     EpochMetrics,
     EpochRecord,
@@ -19,6 +21,7 @@ from results._records import (
     Provenance,
     StaleAttemptError,
     StoreError,
+    SweepBusyError,
     SweepRecord,
     SweepStatus,
     TransitionError,
@@ -32,6 +35,8 @@ from results.separability import Comparison, Separability, analyze, compare, rep
 __all__ = [
     "DEFAULT_URL",
     "MIGRATIONS",
+    "AttemptRecord",
+    "AttemptStatus",
     "Comparison",
     "ConflictError",
     "EpochMetrics",
@@ -44,6 +49,7 @@ __all__ = [
     "StaleAttemptError",
     "Storage",
     "StoreError",
+    "SweepBusyError",
     "SweepRecord",
     "SweepStatus",
     "TransitionError",

@@ -7,9 +7,12 @@ from datetime import datetime
 from typing import Any, Final, Literal, get_args
 
 __all__ = [
+    "ATTEMPT_STATUSES",
     "FINISHED",
     "SWEEP_TRANSITIONS",
     "TRIAL_STATUSES",
+    "AttemptRecord",
+    "AttemptStatus",
     "ConflictError",
     "EpochMetrics",
     "EpochRecord",
@@ -19,6 +22,7 @@ __all__ = [
     "Provenance",
     "StaleAttemptError",
     "StoreError",
+    "SweepBusyError",
     "SweepRecord",
     "SweepStatus",
     "TransitionError",
@@ -29,6 +33,9 @@ __all__ = [
 SweepStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 TrialStatus = Literal["pending", "running", "completed", "diverged", "failed", "cancelled"]
 TRIAL_STATUSES: Final[tuple[TrialStatus, ...]] = get_args(TrialStatus)
+# An attempt ends like its trial, or "lost": its lease expired, or the driver that ran it died.
+AttemptStatus = Literal["running", "completed", "diverged", "failed", "lost", "cancelled"]
+ATTEMPT_STATUSES: Final[tuple[AttemptStatus, ...]] = get_args(AttemptStatus)
 FINISHED: Final[tuple[TrialStatus, ...]] = ("completed", "diverged")
 SWEEP_TRANSITIONS: Final[dict[SweepStatus, frozenset[SweepStatus]]] = {
     "pending": frozenset({"running", "failed", "cancelled"}),
@@ -58,6 +65,10 @@ class StaleAttemptError(TransitionError):
 
 class ConflictError(StoreError):
     """A write contradicts one already stored (an epoch with other values; an idempotency key of another spec)."""
+
+
+class SweepBusyError(ConflictError):
+    """Another live driver holds the sweep (its lease has not expired)."""
 
 
 # --- Records: what the interface takes and returns ------------------------------------------------------------------
@@ -117,6 +128,23 @@ class SweepRecord:
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    driver: str | None = None
+    driver_lease_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One claim of a trial (numbered from 1): how it ended, and where it ran (host, Ray node id, process id)."""
+
+    trial_id: int
+    attempt: int
+    status: AttemptStatus
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    host: str | None
+    node: str | None
+    pid: int | None
 
 
 @dataclass(frozen=True)

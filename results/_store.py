@@ -27,6 +27,7 @@ from results._records import (
     FINISHED,
     SWEEP_TRANSITIONS,
     TRIAL_STATUSES,
+    AttemptRecord,
     ConflictError,
     EpochMetrics,
     EpochRecord,
@@ -35,13 +36,14 @@ from results._records import (
     NotFoundError,
     Provenance,
     StaleAttemptError,
+    SweepBusyError,
     SweepRecord,
     SweepStatus,
     TransitionError,
     TrialRecord,
     TrialStatus,
 )
-from results._tables import EpochRow, SweepRow, TrialRow
+from results._tables import AttemptRow, EpochRow, SweepRow, TrialRow
 from sweeps import SweepSpec, bundles, training_config
 
 __all__ = ["DEFAULT_URL", "MIGRATIONS", "Storage", "upgrade"]
@@ -78,6 +80,24 @@ def _sweep(r: SweepRow) -> SweepRecord:
         _utc(r.started_at),
         _utc(r.finished_at),
         r.error,
+        r.driver,
+        _utc(r.driver_lease_expires_at),
+    )
+
+
+def _attempt(r: AttemptRow) -> AttemptRecord:
+    started = _utc(r.started_at)
+    assert started is not None
+    return AttemptRecord(
+        r.trial_id,
+        r.attempt,
+        r.status,  # type: ignore[arg-type]  # only ever written from AttemptStatus
+        started,
+        _utc(r.finished_at),
+        r.error,
+        r.host,
+        r.node,
+        r.pid,
     )
 
 
@@ -178,12 +198,14 @@ class Storage:
 
     ========================  =========================================================================
     pending → running          the runner, ``claim_trial``: attempts += 1, a lease of ``lease_seconds``
-    running → running          the worker, ``heartbeat``: renews the lease of its attempt
+    running → running          the worker, ``heartbeat``, or the driver, ``renew_sweep``: renews the lease
+    running → running          the driver, ``retry_trial``: the attempt failed (a crash); the next one starts
     running → completed        the driver, ``finish_trial``: the run ended, metrics finite
     running → diverged         the driver, ``finish_trial``: the loss became inf/NaN (a result, not an error)
     running → failed           the driver, ``finish_trial`` (an exception); or ``reap_expired_leases``
                                when the lease expired and the trial had ``max_attempts`` attempts
-    running → pending          ``reap_expired_leases``: the lease expired (the worker died); retried later
+    running → pending          ``reap_expired_leases``: the lease expired (the worker died); retried later;
+                               or ``acquire_sweep``: the sweep's previous driver is gone
     pending/running → cancelled  ``cancel_sweep``
     failed/cancelled → pending   ``resume_sweep``
     ========================  =========================================================================
@@ -192,6 +214,15 @@ class Storage:
     finished), ``heartbeat`` returns False and ``finish_trial`` raises :class:`StaleAttemptError`, so a worker that
     was presumed dead cannot overwrite its successor. No trial stays ``running`` forever: the lease
     (``lease_expires_at``) expires unless renewed, and whoever runs the sweep calls ``reap_expired_leases``.
+
+    **Attempts.** Every claim of a trial is an attempt row: where it ran (``locate_attempt``: host, Ray node,
+    process) and how it ended — like its trial, or ``lost`` (lease expired, driver gone) or ``cancelled``.
+    ``attempts(trial_id)`` lists them; the trial's ``attempts`` is their count.
+
+    **Drivers.** One process at a time runs a sweep: ``acquire_sweep`` makes it the sweep's driver for a lease that
+    ``renew_sweep`` extends (with the leases of the sweep's running trials); a second driver gets
+    :class:`SweepBusyError` until that lease expires or the holder is known dead. Taking a sweep over re-queues the
+    trials the old driver left running. The driver is the only writer of its sweep's trials and epochs.
 
     **Finished** means ``completed`` or ``diverged``: resuming a sweep re-queues ``failed`` and ``cancelled``
     trials and leaves finished ones alone; ``finished_cell_ids`` lists finished cells for reuse across sweeps.
@@ -351,6 +382,11 @@ class Storage:
                 raise TransitionError(f"sweep {sweep_id} is {row.status}; it cannot be cancelled")
             now = self._now()
             row.status, row.finished_at = "cancelled", now
+            row.driver, row.driver_lease_expires_at = None, None
+            running = s.scalars(
+                select(TrialRow.id).where(TrialRow.sweep_id == sweep_id, TrialRow.status == "running")
+            ).all()
+            self._close_attempts(s, running, "cancelled", error="the sweep was cancelled", now=now)
             ids = s.scalars(
                 update(TrialRow)
                 .where(TrialRow.sweep_id == sweep_id, TrialRow.status.in_(("pending", "running")))
@@ -377,12 +413,21 @@ class Storage:
 
     # --- Trials: the runner and the workers -----------------------------------------------------------------------
     def claim_trial(
-        self, sweep_id: int, *, lease_seconds: float, bundle_id: str | None = None, cell_id: str | None = None
+        self,
+        sweep_id: int,
+        *,
+        lease_seconds: float,
+        bundle_id: str | None = None,
+        cell_id: str | None = None,
+        trial_id: int | None = None,
     ) -> TrialRecord | None:
-        """Claim the sweep's first pending trial (optionally of one bundle, or one cell): it becomes running, its
-        attempts go up by one and its lease runs ``lease_seconds``. None when nothing is pending. Safe to call from
-        several processes at once: each pending trial is claimed once."""
+        """Claim the sweep's first pending trial (optionally of one bundle, one cell, or the trial with this id):
+        it becomes running, its attempts go up by one and its lease runs ``lease_seconds``. None when nothing
+        (of that kind) is pending. Safe to call from several processes at once: each pending trial is claimed
+        once."""
         where = [TrialRow.sweep_id == sweep_id, TrialRow.status == "pending"]
+        if trial_id is not None:
+            where.append(TrialRow.id == trial_id)
         if bundle_id is not None:
             where.append(TrialRow.bundle_id == bundle_id)
         if cell_id is not None:
@@ -390,11 +435,12 @@ class Storage:
         with self._session(write=True) as s:
             # PostgreSQL: lock the row and skip rows other claimers hold. SQLite: BEGIN IMMEDIATE already
             # serializes writers, and FOR UPDATE is not rendered.
-            trial_id = s.scalar(
+            claimed = s.scalar(
                 select(TrialRow.id).where(*where).order_by(TrialRow.id).limit(1).with_for_update(skip_locked=True)
             )
-            if trial_id is None:
+            if claimed is None:
                 return None
+            trial_id = claimed
             now = self._now()
             s.execute(
                 update(TrialRow)
@@ -408,7 +454,9 @@ class Storage:
                 )
                 .execution_options(synchronize_session=False)
             )
-            return _trial(self._get_trial(s, trial_id))
+            row = self._get_trial(s, trial_id)
+            s.add(AttemptRow(trial_id=trial_id, attempt=row.attempts, status="running", started_at=now))
+            return _trial(row)
 
     def heartbeat(self, trial_id: int, attempt: int, *, lease_seconds: float) -> bool:
         """Renew the lease of a running attempt. False when ``attempt`` is no longer running: the worker should stop."""
@@ -430,51 +478,61 @@ class Storage:
         stored with the same values is skipped; with other values the whole call raises :class:`ConflictError`.
         ``attempt`` must have been claimed (1 ≤ attempt ≤ attempts); an earlier attempt's late epochs are still
         stored, under that attempt: they are facts about it, and readers choose the attempt they want."""
-        epochs = [m.epoch for m in metrics]
-        if len(set(epochs)) != len(epochs):
-            raise ValueError(f"epochs repeat within one call: {sorted(epochs)}")
-        if not epochs:
+        return self.record_epochs_many([(trial_id, attempt, metrics)])
+
+    def record_epochs_many(self, batches: Sequence[tuple[int, int, Sequence[EpochMetrics]]]) -> int:
+        """:meth:`record_epochs` for several (trial, attempt, metrics) at once, in one transaction (all or nothing):
+        how the driver writes one report of a bundle's cells. Returns how many rows were new."""
+        for _, _, metrics in batches:
+            epochs = [m.epoch for m in metrics]
+            if len(set(epochs)) != len(epochs):
+                raise ValueError(f"epochs repeat within one call: {sorted(epochs)}")
+        if not any(metrics for _, _, metrics in batches):
             return 0
         with self._session(write=True) as s:
-            trial = self._get_trial(s, trial_id)
-            if not 1 <= attempt <= trial.attempts:
-                raise StaleAttemptError(f"trial {trial_id} has had {trial.attempts} attempts; got attempt {attempt}")
-            stored = {
-                r.epoch: (r.train_loss, r.train_error, r.test_loss, r.test_error, r.eta, r.wall_time_s)
-                for r in s.scalars(
-                    select(EpochRow).where(
-                        EpochRow.trial_id == trial_id,
-                        EpochRow.attempt == attempt,
-                        # A range, not IN (...): a batch may hold more epochs than a statement may hold parameters.
-                        EpochRow.epoch.between(min(epochs), max(epochs)),
+            return sum(self._record_epochs(s, t, a, m) for t, a, m in batches if m)
+
+    def _record_epochs(self, s: Session, trial_id: int, attempt: int, metrics: Sequence[EpochMetrics]) -> int:
+        epochs = [m.epoch for m in metrics]
+        trial = self._get_trial(s, trial_id)
+        if not 1 <= attempt <= trial.attempts:
+            raise StaleAttemptError(f"trial {trial_id} has had {trial.attempts} attempts; got attempt {attempt}")
+        stored = {
+            r.epoch: (r.train_loss, r.train_error, r.test_loss, r.test_error, r.eta, r.wall_time_s)
+            for r in s.scalars(
+                select(EpochRow).where(
+                    EpochRow.trial_id == trial_id,
+                    EpochRow.attempt == attempt,
+                    # A range, not IN (...): a batch may hold more epochs than a statement may hold parameters.
+                    EpochRow.epoch.between(min(epochs), max(epochs)),
+                )
+            )
+        }
+        new = []
+        for m in metrics:
+            values = _epoch_values(m)
+            if m.epoch in stored:
+                if stored[m.epoch] != values:
+                    raise ConflictError(
+                        f"trial {trial_id} attempt {attempt} epoch {m.epoch} is stored as {stored[m.epoch]}, "
+                        f"not {values}"
                     )
-                )
-            }
-            new = []
-            for m in metrics:
-                values = _epoch_values(m)
-                if m.epoch in stored:
-                    if stored[m.epoch] != values:
-                        raise ConflictError(
-                            f"trial {trial_id} attempt {attempt} epoch {m.epoch} is stored as {stored[m.epoch]}, "
-                            f"not {values}"
-                        )
-                    continue
-                new.append(m)
-            if new:
-                s.execute(
-                    insert(EpochRow),
-                    [
-                        {
-                            "trial_id": trial_id,
-                            "attempt": attempt,
-                            "epoch": m.epoch,
-                            **dict(zip(_EPOCH_COLUMNS, _epoch_values(m), strict=True)),
-                        }
-                        for m in new
-                    ],
-                )
-            return len(new)
+                continue
+            new.append(m)
+        if new:
+            s.execute(
+                insert(EpochRow),
+                [
+                    {
+                        "trial_id": trial_id,
+                        "attempt": attempt,
+                        "epoch": m.epoch,
+                        **dict(zip(_EPOCH_COLUMNS, _epoch_values(m), strict=True)),
+                    }
+                    for m in new
+                ],
+            )
+        return len(new)
 
     def finish_trial(
         self,
@@ -512,6 +570,7 @@ class Storage:
             row.epochs_done = final.epochs_done
             row.git_sha, row.package_versions = prov.git_sha, prov.package_versions
             row.device, row.host = prov.device, prov.host
+            self._close_attempts(s, [trial_id], status, error=error, now=row.finished_at)
             return _trial(row)
 
     def reap_expired_leases(self, now: datetime | None = None, *, max_attempts: int = 3) -> list[int]:
@@ -520,6 +579,9 @@ class Storage:
         now = now or self._now()
         expired = [TrialRow.status == "running", TrialRow.lease_expires_at < now]
         with self._session(write=True) as s:
+            self._close_attempts(
+                s, s.scalars(select(TrialRow.id).where(*expired)).all(), "lost", error="lease expired", now=now
+            )
             failed = s.scalars(
                 update(TrialRow)
                 .where(*expired, TrialRow.attempts >= max_attempts)
@@ -538,7 +600,138 @@ class Storage:
             log.warning("expired leases: %d trials re-queued, %d failed", len(retried), len(failed))
         return sorted([*failed, *retried])
 
+    def retry_trial(self, trial_id: int, attempt: int, *, error: str, lease_seconds: float) -> TrialRecord:
+        """End a running attempt as ``failed`` with ``error`` and start the next attempt of the same trial at once
+        (attempts += 1, a fresh lease): the runner's retry of a crashed worker. :class:`StaleAttemptError` when
+        ``attempt`` is not the trial's running attempt."""
+        with self._session(write=True) as s:
+            row = self._get_trial(s, trial_id)
+            if row.status != "running" or row.attempts != attempt:
+                raise StaleAttemptError(
+                    f"trial {trial_id} is {row.status} at attempt {row.attempts}; attempt {attempt} cannot retry"
+                )
+            now = self._now()
+            self._close_attempts(s, [trial_id], "failed", error=error, now=now)
+            row.attempts += 1
+            row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            row.error = error
+            s.add(AttemptRow(trial_id=trial_id, attempt=row.attempts, status="running", started_at=now))
+            return _trial(row)
+
+    def locate_attempt(
+        self, trial_id: int, attempt: int, *, host: str | None = None, node: str | None = None, pid: int | None = None
+    ) -> None:
+        """Record where an attempt runs: host name, Ray node id, worker process id."""
+        with self._session(write=True) as s:
+            s.execute(
+                update(AttemptRow)
+                .where(AttemptRow.trial_id == trial_id, AttemptRow.attempt == attempt)
+                .values(host=host, node=node, pid=pid)
+            )
+
+    @staticmethod
+    def _close_attempts(
+        s: Session, trial_ids: Sequence[int], status: str, *, error: str | None, now: datetime | None
+    ) -> None:
+        """End the running attempts of these trials (each trial has at most one) with ``status``."""
+        if trial_ids:
+            s.execute(
+                update(AttemptRow)
+                .where(AttemptRow.trial_id.in_(trial_ids), AttemptRow.status == "running")
+                .values(status=status, finished_at=now, error=error)
+                .execution_options(synchronize_session=False)
+            )
+
+    # --- Sweeps: the driver that runs one -------------------------------------------------------------------------
+    def acquire_sweep(
+        self,
+        sweep_id: int,
+        driver: str,
+        *,
+        lease_seconds: float,
+        holder_dead: Callable[[str], bool] | None = None,
+    ) -> int:
+        """Make ``driver`` the one process that runs the sweep, for ``lease_seconds`` (renew with
+        :meth:`renew_sweep`). Succeeds when no driver holds the sweep, when ``driver`` already does, when the
+        holder's lease has expired, or when ``holder_dead(holder)`` says the holder is gone (a process on this host
+        that no longer exists). The previous driver's running trials go back to pending, their attempts ``lost``:
+        nothing runs them any more. Returns how many were re-queued. :class:`SweepBusyError` names a live holder."""
+        with self._session(write=True) as s:
+            row = self._get_sweep(s, sweep_id)
+            now = self._now()
+            holder, until = row.driver, _utc(row.driver_lease_expires_at)
+            live = holder not in (None, driver) and until is not None and until > now
+            if live and (holder_dead is None or not holder_dead(str(holder))):
+                raise SweepBusyError(
+                    f"sweep {sweep_id} is being run by {holder} (its lease runs until {until:%Y-%m-%d %H:%M:%S} "
+                    "UTC); stop that process or wait for its lease to expire"
+                )
+            row.driver, row.driver_lease_expires_at = driver, now + timedelta(seconds=lease_seconds)
+            if holder == driver:
+                return 0
+            orphans = s.scalars(
+                select(TrialRow.id).where(TrialRow.sweep_id == sweep_id, TrialRow.status == "running")
+            ).all()
+            gone = f"its driver {holder} stopped" if holder else "no driver ran it"
+            self._close_attempts(s, orphans, "lost", error=gone, now=now)
+            if orphans:
+                s.execute(
+                    update(TrialRow)
+                    .where(TrialRow.id.in_(orphans))
+                    .values(status="pending", lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+                log.warning("sweep %d: %d trials of a stopped driver re-queued", sweep_id, len(orphans))
+            return len(orphans)
+
+    def renew_sweep(self, sweep_id: int, driver: str, *, lease_seconds: float) -> bool:
+        """Renew the driver's lease on the sweep and the leases of the sweep's running trials, in one transaction.
+        False when ``driver`` no longer holds the sweep (it was cancelled, or another driver took it over)."""
+        with self._session(write=True) as s:
+            until = self._now() + timedelta(seconds=lease_seconds)
+            held = s.scalars(
+                update(SweepRow)
+                .where(SweepRow.id == sweep_id, SweepRow.driver == driver)
+                .values(driver_lease_expires_at=until)
+                .returning(SweepRow.id)
+            ).all()
+            if not held:
+                return False
+            s.execute(
+                update(TrialRow)
+                .where(TrialRow.sweep_id == sweep_id, TrialRow.status == "running")
+                .values(lease_expires_at=until)
+                .execution_options(synchronize_session=False)
+            )
+            return True
+
+    def release_sweep(self, sweep_id: int, driver: str) -> None:
+        """``driver`` stops running the sweep (a no-op if it no longer holds it)."""
+        with self._session(write=True) as s:
+            s.execute(
+                update(SweepRow)
+                .where(SweepRow.id == sweep_id, SweepRow.driver == driver)
+                .values(driver=None, driver_lease_expires_at=None)
+            )
+
     # --- Reading --------------------------------------------------------------------------------------------------
+    def attempts(self, trial_id: int) -> list[AttemptRecord]:
+        """Every attempt of a trial, in order."""
+        with self._session(write=False) as s:
+            rows = s.scalars(select(AttemptRow).where(AttemptRow.trial_id == trial_id).order_by(AttemptRow.attempt))
+            return [_attempt(r) for r in rows]
+
+    def sweep_attempts(self, sweep_id: int) -> list[AttemptRecord]:
+        """Every attempt of every trial of a sweep, by trial then attempt."""
+        q = (
+            select(AttemptRow)
+            .join(TrialRow, TrialRow.id == AttemptRow.trial_id)
+            .where(TrialRow.sweep_id == sweep_id)
+            .order_by(AttemptRow.trial_id, AttemptRow.attempt)
+        )
+        with self._session(write=False) as s:
+            return [_attempt(r) for r in s.scalars(q)]
+
     def get_trial(self, trial_id: int) -> TrialRecord:
         with self._session(write=False) as s:
             return _trial(self._get_trial(s, trial_id))

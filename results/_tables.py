@@ -37,6 +37,9 @@ class SweepRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # The process that runs the sweep ("host:pid:start") and until when its lease holds (renewed while it runs).
+    driver: Mapped[str | None] = mapped_column(String(200))
+    driver_lease_expires_at: Mapped[datetime | None]
 
 
 class TrialRow(Base):
@@ -91,3 +94,21 @@ class EpochRow(Base):
     test_error: Mapped[float | None]
     eta: Mapped[float | None]
     wall_time_s: Mapped[float | None]
+
+
+class AttemptRow(Base):
+    """One claim of a trial: where it ran and how it ended (running, completed, diverged, failed, lost, cancelled)."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("trial_id", "attempt", name="uq_attempts_trial_attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(200))
+    node: Mapped[str | None] = mapped_column(String(200))
+    pid: Mapped[int | None]

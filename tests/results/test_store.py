@@ -26,6 +26,7 @@ from results import (
     Provenance,
     StaleAttemptError,
     Storage,
+    SweepBusyError,
     TransitionError,
     upgrade,
 )
@@ -258,6 +259,82 @@ class TestStorageContract:
         )
         assert store.get_sweep(sweep.id).status == "pending"
         assert store.get_trial(c.id).attempts == 1  # attempts count claims over the trial's life
+
+    def test_every_attempt_is_recorded_with_where_it_ran_and_how_it_ended(self, store: Storage, clock: Clock):
+        sweep = store.create_sweep(make_spec())
+        t = store.claim_trial(sweep.id, lease_seconds=60)
+        assert t is not None
+        store.locate_attempt(t.id, 1, host="node-a", node="n1", pid=11)
+        store.record_epoch(t.id, 1, epoch_metrics(1))
+        clock.advance(5)
+        second = store.retry_trial(t.id, 1, error="worker died", lease_seconds=60)
+        assert (second.status, second.attempts) == ("running", 2)
+        assert second.lease_expires_at == clock.now + timedelta(seconds=60)
+        with pytest.raises(StaleAttemptError):
+            store.retry_trial(t.id, 1, error="late", lease_seconds=60)  # attempt 1 is over
+        store.locate_attempt(t.id, 2, host="node-b", node="n2", pid=22)
+        store.record_epochs(t.id, 2, [epoch_metrics(1), epoch_metrics(2)])
+        store.finish_trial(t.id, 2, "completed", final=FinalMetrics(test_error=10.0))
+        attempts = store.attempts(t.id)
+        assert [(a.attempt, a.status, a.error, a.host, a.node, a.pid) for a in attempts] == [
+            (1, "failed", "worker died", "node-a", "n1", 11),
+            (2, "completed", None, "node-b", "n2", 22),
+        ]
+        assert attempts[0].finished_at == attempts[1].started_at == clock.now
+        assert [(e.attempt, e.epoch) for e in store.epochs(t.id)] == [(1, 1), (2, 1), (2, 2)]
+        # reaped leases and cancellations close attempts too
+        u = store.claim_trial(sweep.id, lease_seconds=10)
+        assert u is not None
+        clock.advance(11)
+        store.reap_expired_leases()
+        v = store.claim_trial(sweep.id, lease_seconds=10, trial_id=u.id)
+        assert v is not None and v.attempts == 2
+        store.cancel_sweep(sweep.id)
+        assert [a.status for a in store.attempts(u.id)] == ["lost", "cancelled"]
+        assert len(store.sweep_attempts(sweep.id)) == 4
+
+    def test_record_epochs_many_writes_all_or_nothing(self, store: Storage):
+        sweep = store.create_sweep(make_spec())
+        a = store.claim_trial(sweep.id, lease_seconds=60)
+        b = store.claim_trial(sweep.id, lease_seconds=60)
+        assert a and b
+        assert store.record_epochs_many([(a.id, 1, [epoch_metrics(1)]), (b.id, 1, [epoch_metrics(1)])]) == 2
+        with pytest.raises(ConflictError):
+            store.record_epochs_many(
+                [(a.id, 1, [epoch_metrics(2)]), (b.id, 1, [epoch_metrics(1, test_error=1.0)])]  # b's epoch 1 differs
+            )
+        assert [e.epoch for e in store.epochs(a.id)] == [1]  # a's epoch 2 was rolled back with the conflict
+
+    def test_one_driver_at_a_time_and_a_dead_ones_trials_go_back_to_the_queue(self, store: Storage, clock: Clock):
+        sweep = store.create_sweep(make_spec())
+        assert store.acquire_sweep(sweep.id, "host:1:a", lease_seconds=30) == 0
+        assert store.acquire_sweep(sweep.id, "host:1:a", lease_seconds=30) == 0  # again: still ours
+        t = store.claim_trial(sweep.id, lease_seconds=30)
+        assert t is not None
+        with pytest.raises(SweepBusyError, match="host:1:a"):
+            store.acquire_sweep(sweep.id, "host:2:b", lease_seconds=30)
+        clock.advance(20)
+        assert store.renew_sweep(sweep.id, "host:1:a", lease_seconds=30)  # the driver and its trials until +50 s
+        assert store.get_trial(t.id).lease_expires_at == clock.now + timedelta(seconds=30)
+        clock.advance(20)
+        with pytest.raises(SweepBusyError):
+            store.acquire_sweep(sweep.id, "host:2:b", lease_seconds=30)
+        # a holder known to be dead is replaced at once; its running trial is re-queued, its attempt lost
+        assert store.acquire_sweep(sweep.id, "host:2:b", lease_seconds=30, holder_dead=lambda h: h == "host:1:a") == 1
+        assert not store.renew_sweep(sweep.id, "host:1:a", lease_seconds=30)  # the old driver learns it lost
+        assert store.get_trial(t.id).status == "pending"
+        assert [(a.status, a.error) for a in store.attempts(t.id)] == [("lost", "its driver host:1:a stopped")]
+        store.release_sweep(sweep.id, "host:1:a")  # not the holder: a no-op
+        assert store.get_sweep(sweep.id).driver == "host:2:b"
+        store.release_sweep(sweep.id, "host:2:b")
+        assert store.get_sweep(sweep.id).driver is None
+        # an expired lease can be taken over too
+        store.acquire_sweep(sweep.id, "host:3:c", lease_seconds=30)
+        clock.advance(31)
+        assert store.acquire_sweep(sweep.id, "host:4:d", lease_seconds=30) == 0
+        # cancelling a sweep ends its driver's hold
+        store.cancel_sweep(sweep.id)
+        assert not store.renew_sweep(sweep.id, "host:4:d", lease_seconds=30)
 
     def test_finished_cells_are_found_by_fingerprint_across_sweeps(self, store: Storage):
         spec = make_spec()
