@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import threading
 from importlib.metadata import version
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from results import Storage
+    from sweeps import SweepSpec
 
 app = typer.Typer(
     name="wdgrid",
@@ -53,3 +59,173 @@ def demo(
     for r in results:
         table.add_row(r.optimizer, f"{r.lr:g}", f"{r.weight_decay:.3g}", f"{r.test_error:.1f}", f"{r.seconds:.1f}")
     console.print(table)
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print one clear line to stderr; the caller raises the returned Exit (code 2: bad input)."""
+    typer.echo(f"wdgrid: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _load_spec(path: Path | None, preset: str | None) -> SweepSpec:
+    from pydantic import ValidationError
+
+    from sweeps import SweepSpec, UnknownPresetError, load_preset
+
+    if (path is None) == (preset is None):
+        raise _fail("give a spec file or --preset NAME (one of them)")
+    try:
+        if preset is not None:
+            return load_preset(preset)
+        assert path is not None
+        return SweepSpec.model_validate_json(path.read_bytes())
+    except UnknownPresetError as exc:
+        raise _fail(str(exc).strip("'\"")) from None
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise _fail(f"invalid spec {path or preset}: {where}: {first['msg']}{more}") from None
+
+
+def _watch(url: str, sweep_id: int, total: int, done: threading.Event) -> None:
+    """Draw cells finished / total with an ETA until ``done`` is set, reading the store (its own connection)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from results import Storage
+
+    columns = (
+        TextColumn("[bold]sweep {task.fields[sweep]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("cells  {task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Storage(url, migrate=False) as store, Progress(*columns, transient=False) as bar:
+        task = bar.add_task("", total=total, sweep=sweep_id, detail="")
+        while True:
+            counts = store.status_counts(sweep_id)
+            finished = counts["completed"] + counts["diverged"] + counts["failed"]
+            detail = f"{counts['running']} running, {counts['diverged']} diverged, {counts['failed']} failed"
+            bar.update(task, completed=finished, detail=detail)
+            if done.wait(0.5):
+                counts = store.status_counts(sweep_id)
+                finished = counts["completed"] + counts["diverged"] + counts["failed"]
+                bar.update(task, completed=finished, detail=detail)
+                return
+
+
+@app.command("run")
+def run_command(
+    spec_file: Annotated[
+        Path | None, typer.Argument(metavar="[SPEC.json]", help="A sweep spec (JSON); or use --preset.")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Run a preset instead of a spec file (see README).")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Results store URL [default: $WDGRID_DATABASE_URL, else sqlite:///wdgrid.db].")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write grid CSVs, trials.csv, epochs.csv and heatmaps here.")
+    ] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new sweep even if this spec ran here before.")] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join [default: $RAY_ADDRESS, else an embedded Ray].")
+    ] = None,
+    cpus_per_trial: Annotated[float, typer.Option(min=0.01, help="CPUs per Ray trial (torch threads).")] = 1.0,
+    gpus_per_trial: Annotated[
+        float | None, typer.Option(min=0.0, help="GPUs per trial (fractions share one) [default: 1 if any GPU].")
+    ] = None,
+    cells_per_trial: Annotated[
+        int | None, typer.Option(min=1, help="Most cells trained together in one trial [default: 16 or fewer].")
+    ] = None,
+    max_retries: Annotated[int, typer.Option(min=0, help="Restarts of a crashed trial from its checkpoint.")] = 2,
+    checkpoint_interval: Annotated[
+        float, typer.Option(min=0.0, help="Seconds between a trial's checkpoints (0: every epoch).")
+    ] = 30.0,
+) -> None:
+    """Run a sweep here, without the service: embedded Ray (or --address), results in the store (--db).
+
+    Running the same spec again resumes it: finished cells are kept, the rest are trained (--new starts afresh)."""
+    import logging
+
+    spec = _load_spec(spec_file, preset)
+    from results import Storage
+    from workers.runner import RunOptions, run_sweep
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    options = RunOptions(
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        cells_per_trial=cells_per_trial,
+        max_retries=max_retries,
+        checkpoint_interval_s=checkpoint_interval,
+    )
+    store = Storage(db)
+    key = None if new else f"wdgrid-run:{spec.fingerprint()}"
+    sweep = store.create_sweep(spec, idempotency_key=key)
+    if sweep.status in ("failed", "cancelled"):
+        requeued = store.resume_sweep(sweep.id)
+        print(f"resuming sweep {sweep.id} ({sweep.status}): {requeued} cells re-queued")
+    total = sum(store.status_counts(sweep.id).values())
+    print(f"sweep {sweep.id} '{spec.name}': {total} cells; results in {store.url}")
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(store.url, sweep.id, total, done), daemon=True)
+    watcher.start()
+    try:
+        summary = run_sweep(store, sweep.id, options, address=address)
+    except KeyboardInterrupt:
+        done.set()
+        watcher.join()
+        print(f"interrupted: sweep {sweep.id} cancelled; run the same command again to resume it")
+        raise typer.Exit(130) from None
+    finally:
+        done.set()
+        watcher.join()
+    counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
+    print(
+        f"sweep {sweep.id} {summary.status} in {summary.wall_time_s:.0f} s: {counts} "
+        f"({summary.reused} already finished, {summary.retries} trial restarts)"
+    )
+    if out is not None:
+        for path in _write_results(store, sweep.id, out):
+            print(f"  wrote {path}")
+    print(f"results: sweep {sweep.id} in {store.url}")
+    if summary.status != "completed":
+        raise typer.Exit(1)
+
+
+def _write_results(store: Storage, sweep_id: int, folder: Path) -> list[Path]:
+    """Grid CSV and heatmap per optimizer, the twins figure and separability report where pairs ran, long CSVs."""
+    from results import cell_stats, epochs_frame, grid_csv, report, seed_grids, trials_frame
+    from results.figures import heatmap_png, twins_png
+    from results.separability import TWINS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    optimizers = [g["optimizer"] for g in store.get_sweep(sweep_id).spec["grids"]]
+    stats = {o: cell_stats(store, sweep_id, o) for o in optimizers}
+    paths = []
+    for o, s in stats.items():
+        grid_csv(s, folder / f"grid-{o}.csv")
+        paths += [folder / f"grid-{o}.csv", heatmap_png(s, folder / f"heatmap-{o}.png", title=o)]
+    trials_frame(store, sweep_id).to_csv(folder / "trials.csv", index=False)
+    epochs_frame(store, sweep_id).to_csv(folder / "epochs.csv", index=False)
+    paths += [folder / "trials.csv", folder / "epochs.csv"]
+    if any(l2 in stats and dw in stats for l2, dw in TWINS.items()):
+        paths.append(twins_png(stats, folder / "twins.png"))
+        comparisons = report({o: seed_grids(store, sweep_id, o) for o in optimizers})
+        text = "\n\n".join(c.verdict for c in comparisons)
+        (folder / "separability.txt").write_text(text + "\n")
+        paths.append(folder / "separability.txt")
+        print(text)
+    return paths

@@ -1,0 +1,540 @@
+"""Run a stored sweep on Ray Tune: the driver.
+
+``run_sweep(store, sweep_id)`` takes the sweep's pending cells (finished ones are never trained again), cuts each
+bundle into *chunks* of at most ``cells_per_trial`` cells and runs every chunk as one Ray Tune trial
+(``workers.trainable.train_chunk``: one batched model per chunk where the model allows it). Actors are reused, so a
+worker process pays for Python, torch and the data set once, not once per cell.
+
+The driver is the only writer of the sweep's trials and epochs; workers only report. Its Tune callback claims a
+chunk's cells when the Tune trial starts (one attempt each), writes every report's epochs as they arrive (one
+transaction per report), finishes cells as ``completed`` or ``diverged`` (a result: never retried), and every
+``heartbeat_s`` renews its lease on the sweep and checks for cancellation.
+
+Failures: a chunk whose worker crashes (an exception, a killed process, a lost node) is restarted by Tune up to
+``max_retries`` times from its last checkpoint; each restart ends the cells' attempt as ``failed`` (with the error)
+and starts the next one, whose epochs begin with the history the checkpoint holds. After the last retry the cells
+become ``failed``; ``Storage.resume_sweep`` re-queues them.
+
+Resume: a driver that dies (SIGKILL) leaves its lease to expire; running the sweep again takes it over at once when
+the old driver was a process on this host that no longer exists, re-queues the cells that were running and trains
+only what is not finished. Cancel: ``Storage.cancel_sweep`` from any process; the driver sees it within
+``heartbeat_s``, stops every trial and leaves finished cells as they are.
+
+Ray: ``init_ray()`` starts an embedded single-node Ray (this machine's CPUs, no dashboard) unless ``address`` or
+``$RAY_ADDRESS`` names a cluster to join. Ray 2.60 authenticates with a token by default: a driver joining a
+cluster needs ``RAY_AUTH_MODE=token`` and the cluster's ``RAY_AUTH_TOKEN`` (README, "Scaling out").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from results import EpochMetrics as StoredEpoch
+from results import (
+    FinalMetrics,
+    Provenance,
+    StaleAttemptError,
+    Storage,
+    SweepStatus,
+    TransitionError,
+    TrialRecord,
+    TrialStatus,
+)
+
+if TYPE_CHECKING:
+    from ray import tune
+
+__all__ = ["RunOptions", "RunSummary", "init_ray", "plan_chunks", "run_sweep"]
+
+log = logging.getLogger(__name__)
+
+CPU_CELLS_PER_TRIAL: Final = 16  # the CPU's best batched-model size (bench/train_throughput.py)
+GPU_CELLS_PER_TRIAL: Final = 16  # not measured on a GPU yet: memory grows with K, so stay modest
+TRIALS_PER_SLOT: Final = 2  # at least this many trials per concurrent slot, so the last wave is short
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a sweep runs. Every field has a working default.
+
+    Attributes:
+        cpus_per_trial: CPUs Ray reserves for a trial; torch uses as many threads.
+        gpus_per_trial: GPUs per trial (fractions share a GPU); None: 1 when the cluster has GPUs, else 0.
+        cells_per_trial: at most this many cells per Tune trial; None: 16, fewer when that would leave slots idle.
+        max_concurrent_trials: cap on trials running at once; None: as many as the resources allow.
+        max_retries: restarts of a crashed trial (from its last checkpoint) before its cells fail.
+        checkpoint_interval_s: seconds between a trial's checkpoints (0: after every epoch).
+        lease_seconds: how long the driver's hold on the sweep lasts without renewal (a dead driver's sweep can be
+            taken over after this, or at once from the same host).
+        heartbeat_s: how often the driver renews its lease and checks for cancellation (a cancel takes effect
+            within about this long).
+        batched: train chunks as one batched model (True), one cell at a time (False), or as measured best (None).
+        storage_path: Tune's experiment folder (checkpoints); on a cluster, a path every node shares. None:
+            ``$WDGRID_TUNE_DIR``, else a folder under the system's temporary directory.
+        keep_tune_dir: keep Tune's folder after the run (it holds only checkpoints; results are in the store).
+    """
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    cells_per_trial: int | None = None
+    max_concurrent_trials: int | None = None
+    max_retries: int = 2
+    checkpoint_interval_s: float = 30.0
+    lease_seconds: float = 60.0
+    heartbeat_s: float = 1.0
+    batched: bool | None = None
+    storage_path: str | None = None
+    keep_tune_dir: bool = False
+
+    def __post_init__(self) -> None:
+        positive = {"cpus_per_trial": self.cpus_per_trial, "lease_seconds": self.lease_seconds}
+        positive["heartbeat_s"] = self.heartbeat_s
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name, count in (("cells_per_trial", self.cells_per_trial), ("max_concurrent", self.max_concurrent_trials)):
+            if count is not None and count < 1:
+                raise ValueError(f"{name} must be >= 1, got {count!r}")
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
+            raise ValueError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial!r}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries!r}")
+        if self.checkpoint_interval_s < 0:
+            raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s!r}")
+        if self.heartbeat_s * 3 > self.lease_seconds:
+            raise ValueError("lease_seconds must be at least 3 × heartbeat_s, so one late heartbeat loses nothing")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one ``run_sweep`` did: the sweep's final status and trial counts, how many cells were already finished
+    before it started (``reused``), how many it finished, how many trial restarts it made, and its wall time (s)."""
+
+    sweep_id: int
+    status: SweepStatus
+    counts: dict[TrialStatus, int]
+    reused: int
+    finished: int
+    retries: int
+    trials: int
+    wall_time_s: float
+    stopped_because: str | None = None
+
+
+# --- Ray --------------------------------------------------------------------------------------------------------
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Connect to Ray once per process: to ``address`` (or ``$RAY_ADDRESS``) when given, else start an embedded
+    single-node Ray with ``num_cpus`` (default: this machine's CPUs) and no dashboard. A no-op when connected."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    common: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **common)
+    else:
+        # "local": always a new embedded Ray. Without it ray.init would join whatever cluster `ray start` last
+        # started on this machine (/tmp/ray/ray_current_cluster), even one that is long dead.
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **common)
+
+
+def _tune_environment() -> None:
+    # The store keeps every result: Tune's own CSV/JSON/TensorBoard loggers would write each report three more times.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # A checkpoint per epoch is a choice (checkpoint_interval_s=0), not a mistake to warn about.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's console output (experiment banner, trial tables) would fight the CLI's progress bar; verbose=0 silences
+    # only the classic reporter.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # With the file loggers off, the result grid warns that it found no result files: the store has the results.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+# --- Planning ---------------------------------------------------------------------------------------------------
+def plan_chunks(pending: Sequence[TrialRecord], *, slots: int, max_cells: int) -> list[list[TrialRecord]]:
+    """Cut the pending cells of each bundle into nearly equal chunks of at most ``max_cells`` cells, and into
+    enough chunks overall that ``slots`` concurrent trials all have work (``TRIALS_PER_SLOT`` per slot). Chunks
+    keep the bundle's (α, λ) order; bundles keep their order in the store."""
+    by_bundle: dict[str, list[TrialRecord]] = {}
+    for t in pending:
+        by_bundle.setdefault(t.bundle_id, []).append(t)
+    target = max(1, slots * TRIALS_PER_SLOT)
+    chunks = []
+    for members in by_bundle.values():
+        members.sort(key=lambda t: (t.lr, t.weight_decay))
+        parts = max(math.ceil(len(members) / max_cells), math.ceil(target * len(members) / len(pending)))
+        parts = min(parts, len(members))
+        size, extra = divmod(len(members), parts)
+        start = 0
+        for i in range(parts):
+            end = start + size + (1 if i < extra else 0)
+            chunks.append(members[start:end])
+            start = end
+    return chunks
+
+
+def _holder_dead(holder: str) -> bool:
+    """True when a driver id ``host:pid:nonce`` names a process on this host that no longer exists."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _error_text(trial: tune.experiment.Trial) -> str:
+    """The last failure Tune recorded for a trial: its error file's last block, shortened."""
+    path = trial.error_file
+    text = Path(path).read_text(errors="replace") if path and Path(path).exists() else ""
+    block = text.rsplit("Failure # ", 1)[-1].strip()
+    lines = [line for line in block.splitlines() if line.strip()]
+    if not lines:
+        return "the trial failed (Ray gave no error text)"
+    # The exception's own line is the most useful one; keep some context above it.
+    return "\n".join(lines[-12:])[-2000:]
+
+
+# --- The driver's Tune callback ---------------------------------------------------------------------------------
+@dataclass
+class _Chunk:
+    key: str
+    trial_ids: list[int]  # store trial ids, in the chunk's cell order
+
+
+@dataclass
+class _Progress:
+    attempt: dict[int, int] = field(default_factory=dict)  # store trial id -> its running attempt
+    located: set[tuple[int, int]] = field(default_factory=set)
+    finished: set[int] = field(default_factory=set)
+    started: set[str] = field(default_factory=set)
+    retries: int = 0
+
+
+def _make_callback_classes() -> tuple[type, type]:
+    """The Tune callback and stopper, defined once Ray Tune is imported (it is a heavy import)."""
+    from ray import tune
+
+    class Driver(tune.Callback):
+        """Writes what the trials report into the store. Tune may pickle callbacks: the store (an engine with
+        locks) is left out of the pickle and reopened from its URL if ever needed."""
+
+        def __init__(self, store: Storage, sweep_id: int, driver: str, chunks: dict[str, _Chunk], o: RunOptions):
+            self._store: Storage | None = store
+            self.url = store.url
+            self.sweep_id, self.driver, self.chunks, self.options = sweep_id, driver, chunks, o
+            self.progress = _Progress()
+            self.stopping: str | None = None
+            self._next_beat = time.monotonic() + o.heartbeat_s
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {**self.__dict__, "_store": None}
+
+        @property
+        def store(self) -> Storage:
+            if self._store is None:
+                self._store = Storage(self.url, migrate=False)
+            return self._store
+
+        def _chunk(self, trial: tune.experiment.Trial) -> _Chunk:
+            chunk: _Chunk = self.chunks[trial.config["chunk"]["key"]]
+            return chunk
+
+        def _running(self, chunk: _Chunk) -> list[int]:
+            p = self.progress
+            return [t for t in chunk.trial_ids if t in p.attempt and t not in p.finished]
+
+        def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            chunk = self._chunk(trial)
+            if chunk.key in self.progress.started or self.stopping:
+                return  # a restart after a failure: on_trial_recover already began the next attempts
+            self.progress.started.add(chunk.key)
+            for trial_id in chunk.trial_ids:
+                record = self.store.claim_trial(
+                    self.sweep_id, lease_seconds=self.options.lease_seconds, trial_id=trial_id
+                )
+                if record is not None:
+                    self.progress.attempt[trial_id] = record.attempts
+
+        def on_trial_result(
+            self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+        ) -> None:
+            if self.stopping == "lost":
+                return  # another driver owns the sweep now
+            chunk, p = self._chunk(trial), self.progress
+            where = result.get("where") or {}
+            for trial_id in self._running(chunk):
+                if (trial_id, p.attempt[trial_id]) not in p.located:
+                    p.located.add((trial_id, p.attempt[trial_id]))
+                    self.store.locate_attempt(trial_id, p.attempt[trial_id], **where)
+            by_cell: dict[int, list[StoredEpoch]] = {}
+            for index, m in result.get("epochs", []):
+                trial_id = chunk.trial_ids[index]
+                if trial_id in p.attempt and trial_id not in p.finished:
+                    by_cell.setdefault(trial_id, []).append(StoredEpoch(**m))
+            try:
+                self.store.record_epochs_many([(t, p.attempt[t], ms) for t, ms in by_cell.items()])
+            except StaleAttemptError as exc:  # cancelled meanwhile: the epochs are facts, but nobody waits for them
+                log.info("sweep %d: epochs not written: %s", self.sweep_id, exc)
+            prov = result.get("provenance") or {}
+            for index, r in result.get("finished", []):
+                trial_id = chunk.trial_ids[index]
+                if trial_id not in p.attempt or trial_id in p.finished:
+                    continue
+                p.finished.add(trial_id)
+                last = r["last"] or {}
+                status = r["status"] if r["status"] in ("completed", "diverged") else "failed"
+                final = FinalMetrics(
+                    test_error=last.get("test_error"),
+                    train_error=last.get("train_error"),
+                    test_loss=last.get("test_loss"),
+                    train_loss=last.get("train_loss"),
+                    wall_time_s=r["wall_time_s"],
+                    epochs_done=r["epochs_done"],
+                )
+                provenance = Provenance(
+                    prov.get("git_sha"), prov.get("package_versions"), r["device"], where.get("host")
+                )
+                self._finish(trial_id, status, final=final, provenance=provenance)
+
+        def _finish(self, trial_id: int, status: Any, **kwargs: Any) -> None:
+            try:
+                self.store.finish_trial(trial_id, self.progress.attempt[trial_id], status, **kwargs)
+            except StaleAttemptError as exc:  # cancelled, or taken over by another driver
+                log.info("sweep %d: trial %d not finished: %s", self.sweep_id, trial_id, exc)
+
+        def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            error = _error_text(trial)
+            self.progress.retries += 1
+            for trial_id in self._running(self._chunk(trial)):
+                try:
+                    record = self.store.retry_trial(
+                        trial_id, self.progress.attempt[trial_id], error=error, lease_seconds=self.options.lease_seconds
+                    )
+                except StaleAttemptError:
+                    continue
+                self.progress.attempt[trial_id] = record.attempts
+            log.warning("sweep %d: restarting a crashed trial (%s)", self.sweep_id, error.splitlines()[-1])
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            error = _error_text(trial)
+            for trial_id in self._running(self._chunk(trial)):
+                self.progress.finished.add(trial_id)
+                self._finish(trial_id, "failed", error=error)
+
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            if self.stopping:
+                return  # stopped on purpose: the cells stay cancelled (or belong to the new driver)
+            for trial_id in self._running(self._chunk(trial)):
+                self.progress.finished.add(trial_id)
+                self._finish(trial_id, "failed", error="the trial ended without a result for this cell")
+
+        def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+            now = time.monotonic()
+            if self.stopping or now < self._next_beat:
+                return
+            self._next_beat = now + self.options.heartbeat_s
+            if not self.store.renew_sweep(self.sweep_id, self.driver, lease_seconds=self.options.lease_seconds):
+                status = self.store.get_sweep(self.sweep_id).status
+                self.stopping = "cancelled" if status == "cancelled" else "lost"
+                log.warning("sweep %d: %s; stopping its trials", self.sweep_id, self.stopping)
+
+    class StopWhenAsked(tune.Stopper):
+        """Stops every trial once the driver is told to (the sweep was cancelled or taken over)."""
+
+        def __init__(self, driver: Driver) -> None:
+            self.driver = driver
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.driver.stopping is not None
+
+    return Driver, StopWhenAsked
+
+
+def _trial_dirname(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+# --- run_sweep --------------------------------------------------------------------------------------------------
+def run_sweep(
+    store: Storage,
+    sweep_id: int,
+    options: RunOptions | None = None,
+    *,
+    address: str | None = None,
+    callbacks: Sequence[Any] = (),
+) -> RunSummary:
+    """Run every pending cell of a stored sweep on Ray Tune and return when the sweep is completed, failed or
+    cancelled (see the module docstring). ``address`` joins a Ray cluster (else ``$RAY_ADDRESS``, else an embedded
+    Ray); ``callbacks`` are extra ``tune.Callback`` objects (tests use them to kill workers)."""
+    o = options or RunOptions()
+    started = time.monotonic()
+    sweep = store.get_sweep(sweep_id)
+    if sweep.status in ("failed", "cancelled"):
+        raise TransitionError(f"sweep {sweep_id} is {sweep.status}: resume it first (Storage.resume_sweep)")
+    if sweep.status == "completed":
+        counts = store.status_counts(sweep_id)
+        return _summary(store, sweep_id, counts["completed"] + counts["diverged"], 0, 0, started, None)
+
+    driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    requeued = store.acquire_sweep(sweep_id, driver, lease_seconds=o.lease_seconds, holder_dead=_holder_dead)
+    if requeued:
+        log.warning("sweep %d: %d cells of a stopped driver go back to the queue", sweep_id, requeued)
+    tune_dir: Path | None = None
+    try:
+        store.set_sweep_status(sweep_id, "running")
+        pending = _all_trials(store, sweep_id, "pending")
+        counts = store.status_counts(sweep_id)
+        reused = counts["completed"] + counts["diverged"]
+        if not pending:
+            _close(store, sweep_id)
+            return _summary(store, sweep_id, reused, 0, 0, started, None)
+
+        init_ray(address)
+        _tune_environment()
+        import ray
+        from ray import tune
+
+        from workers.trainable import train_chunk
+
+        resources = ray.cluster_resources()
+        gpus = o.gpus_per_trial if o.gpus_per_trial is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+        slots = int(resources.get("CPU", 1) // o.cpus_per_trial)
+        if gpus > 0:
+            slots = min(slots, int(resources.get("GPU", 0) // gpus))
+        if o.max_concurrent_trials:
+            slots = min(slots, o.max_concurrent_trials)
+        if slots < 1:
+            raise ValueError(
+                f"the Ray cluster ({resources}) cannot fit one trial of {o.cpus_per_trial} CPUs, {gpus} GPUs"
+            )
+        max_cells = o.cells_per_trial or (GPU_CELLS_PER_TRIAL if gpus > 0 else CPU_CELLS_PER_TRIAL)
+        chunks = plan_chunks(pending, slots=slots, max_cells=max_cells)
+        keyed = {
+            f"{c[0].bundle_id}-{i}": _Chunk(f"{c[0].bundle_id}-{i}", [t.id for t in c]) for i, c in enumerate(chunks)
+        }
+        space = [
+            {
+                "key": key,
+                "cells": [{"trial_id": t.id, "config": t.config} for t in chunk],
+                "batched": o.batched,
+                "threads": max(1, int(o.cpus_per_trial)),
+                "checkpoint_interval_s": o.checkpoint_interval_s,
+            }
+            for key, chunk in zip(keyed, chunks, strict=True)
+        ]
+        log.info("sweep %d: %d cells in %d trials, %d at a time", sweep_id, len(pending), len(chunks), slots)
+
+        Driver, StopWhenAsked = _make_callback_classes()
+        writer = Driver(store, sweep_id, driver, keyed, o)
+        base = Path(o.storage_path or os.environ.get("WDGRID_TUNE_DIR") or Path(tempfile.gettempdir()) / "wdgrid-tune")
+        tune_dir = base / f"sweep-{sweep_id}-{driver.rsplit(':', 1)[-1]}"
+        tuner = tune.Tuner(
+            tune.with_resources(train_chunk, {"cpu": o.cpus_per_trial, "gpu": gpus}),
+            param_space={"chunk": tune.grid_search(space)},
+            tune_config=tune.TuneConfig(
+                reuse_actors=True,
+                max_concurrent_trials=o.max_concurrent_trials,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=tune_dir.name,
+                storage_path=str(base),
+                verbose=0,
+                callbacks=[writer, *callbacks],
+                stop=StopWhenAsked(writer),
+                failure_config=tune.FailureConfig(max_failures=o.max_retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+        tuner.fit()
+        if writer.stopping is None:
+            _close(store, sweep_id)
+        return _summary(
+            store,
+            sweep_id,
+            reused,
+            len(writer.progress.finished),
+            writer.progress.retries,
+            started,
+            writer.stopping,
+            trials=len(chunks),
+        )
+    except BaseException:
+        # Ctrl-C or an error of the driver itself: unfinished cells are cancelled, never left running.
+        current = store.get_sweep(sweep_id)
+        if current.driver == driver and current.status in ("pending", "running"):
+            store.cancel_sweep(sweep_id)
+        raise
+    finally:
+        store.release_sweep(sweep_id, driver)
+        if tune_dir is not None and not o.keep_tune_dir:
+            shutil.rmtree(tune_dir, ignore_errors=True)
+
+
+def _all_trials(store: Storage, sweep_id: int, status: TrialStatus) -> list[TrialRecord]:
+    out: list[TrialRecord] = []
+    while True:
+        page, count = store.trials(sweep_id, status=status, offset=len(out), limit=1000)
+        out += page
+        if not page or len(out) >= count:
+            return out
+
+
+def _close(store: Storage, sweep_id: int) -> None:
+    """Give the sweep its final status from its trials: completed when every cell finished, failed when some
+    failed; when cells were still waiting (Tune stopped early, e.g. on Ctrl-C), cancelled."""
+    counts = store.status_counts(sweep_id)
+    if counts["pending"] or counts["running"]:
+        store.cancel_sweep(sweep_id)
+    elif counts["failed"]:
+        total = sum(counts.values())
+        store.set_sweep_status(
+            sweep_id, "failed", error=f"{counts['failed']} of {total} cells failed; resuming the sweep re-queues them"
+        )
+    else:
+        store.set_sweep_status(sweep_id, "completed")
+
+
+def _summary(
+    store: Storage,
+    sweep_id: int,
+    reused: int,
+    finished: int,
+    retries: int,
+    started: float,
+    stopped: str | None,
+    *,
+    trials: int = 0,
+) -> RunSummary:
+    return RunSummary(
+        sweep_id,
+        store.get_sweep(sweep_id).status,
+        store.status_counts(sweep_id),
+        reused,
+        finished,
+        retries,
+        trials,
+        time.monotonic() - started,
+        stopped,
+    )

@@ -1,0 +1,142 @@
+"""The Ray Tune trainable: one Tune trial trains a *chunk* — cells of one bundle — with ``train_bundle`` and streams
+every epoch's metrics back to the driver through ``tune.report``.
+
+This module runs in Ray worker processes. It imports torch, Ray Tune and ``workers`` only: no database, no
+``results``, no ``service``. The driver (``workers.runner``) is the only writer of the store; what it needs comes
+in the reports:
+
+``{"epochs": [[cell index, EpochMetrics as a dict], ...],``
+`` "finished": [[cell index, {"status", "epochs_done", "last" (epoch dict), "wall_time_s", "device",``
+`` "diverged_at_epoch"}], ...],``
+`` "where": {"host", "node", "pid"}, "provenance": {"git_sha", "package_versions"}}``
+
+Checkpoints: the bundle's state goes into a ``tune.Checkpoint`` at most every ``checkpoint_interval_s`` seconds
+(0: every epoch). When Tune restarts a crashed trial, ``tune.get_checkpoint()`` hands that state back, the chunk
+continues from it, and the first report repeats the running cells' history up to the checkpoint, so the new attempt's
+epochs in the store are complete (identical values: training is deterministic on the CPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+from ray import tune
+
+from workers.bundle import BundleState, train_bundle
+from workers.train import EpochMetrics
+
+__all__ = ["CHECKPOINT_FILE", "provenance", "train_chunk"]
+
+CHECKPOINT_FILE: Final = "bundle.pt"
+_PACKAGES: Final = ("wdgrid", "torch", "numpy", "ray")
+
+
+@functools.cache
+def provenance() -> dict[str, Any]:
+    """The worker's code and libraries: git SHA of the source tree (``$WDGRID_GIT_SHA`` in images without ``.git``)
+    and the versions of wdgrid, torch, numpy and Ray. Computed once per process."""
+    sha = os.environ.get("WDGRID_GIT_SHA")
+    if not sha:
+        try:
+            sha = subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            sha = None
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return {"git_sha": sha or None, "package_versions": versions}
+
+
+def _where() -> dict[str, Any]:
+    import ray  # the runtime context exists only inside a Ray worker
+
+    return {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+def _running_history(state: BundleState) -> list[list[Any]]:
+    """The epochs a checkpoint holds for the cells of its running unit, as (cell index, metrics dict) pairs."""
+    inner = state["inner"]
+    if inner is None:
+        return []
+    start = int(state["start"])
+    if state["mode"] == "sequential":
+        return [[start, m] for m in inner["history"]]
+    return [[start + j, m] for j, history in enumerate(inner["histories"]) for m in history]
+
+
+def train_chunk(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable. ``config["chunk"]``: ``cells`` (a list of ``{"trial_id", "config"}``, the
+    config being the store's resolved training config), ``batched`` (None: ``train_bundle``'s default), ``threads``
+    (torch's intra-op threads: the trial's CPUs) and ``checkpoint_interval_s``."""
+    chunk = config["chunk"]
+    torch.set_num_threads(max(1, int(chunk["threads"])))
+    configs = [cell["config"] for cell in chunk["cells"]]
+    interval = float(chunk["checkpoint_interval_s"])
+
+    epochs: list[list[Any]] = []
+    reported: set[int] = set()
+    where = _where()
+    resume: BundleState | None = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        assert resume is not None
+        epochs += _running_history(resume)
+        reported |= {int(i) for i in resume["done"]}  # reported by the attempt that wrote the checkpoint
+    last_saved = time.monotonic()
+
+    def on_epoch(i: int, m: EpochMetrics) -> None:
+        epochs.append([i, asdict(m)])
+
+    def payload(state: BundleState) -> dict[str, Any]:
+        finished = []
+        for i, r in sorted(state["done"].items(), key=lambda kv: int(kv[0])):
+            if int(i) not in reported:
+                reported.add(int(i))
+                history = r["history"]
+                result = {k: r[k] for k in ("status", "wall_time_s", "device", "diverged_at_epoch")}
+                finished.append(
+                    [int(i), result | {"epochs_done": len(history), "last": history[-1] if history else None}]
+                )
+        out = {"epochs": list(epochs), "finished": finished, "where": where}
+        if finished:
+            out["provenance"] = provenance()
+        epochs.clear()
+        return out
+
+    def on_checkpoint(state: BundleState) -> None:
+        nonlocal last_saved
+        message = payload(state)
+        if state["inner"] is None and len(reported) == len(configs):
+            tune.report(message)  # the whole chunk is done: nothing left to resume
+            return
+        if time.monotonic() - last_saved < interval:
+            tune.report(message)
+            return
+        with tempfile.TemporaryDirectory(prefix="wdgrid-ckpt-") as folder:
+            torch.save(state, Path(folder) / CHECKPOINT_FILE)
+            tune.report(message, checkpoint=tune.Checkpoint.from_directory(folder))
+        last_saved = time.monotonic()
+
+    train_bundle(configs, on_epoch, batched=chunk["batched"], on_checkpoint=on_checkpoint, resume=resume)
