@@ -161,7 +161,7 @@ def run_command(
 
     spec = _load_spec(spec_file, preset)
     from results import Storage
-    from workers.runner import RunOptions, run_sweep
+    from workers.runner import ClusterError, RunOptions, run_sweep
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     options = RunOptions(
@@ -184,6 +184,10 @@ def run_command(
     watcher.start()
     try:
         summary = run_sweep(store, sweep.id, options, address=address)
+    except ClusterError as exc:
+        done.set()
+        typer.echo(f"wdgrid: {exc}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         done.set()
         watcher.join()

@@ -55,7 +55,7 @@ from results import (
 if TYPE_CHECKING:
     from ray import tune
 
-__all__ = ["RunOptions", "RunSummary", "init_ray", "plan_chunks", "run_sweep"]
+__all__ = ["ClusterError", "RunOptions", "RunSummary", "init_ray", "plan_chunks", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,14 @@ class RunSummary:
 
 
 # --- Ray --------------------------------------------------------------------------------------------------------
+class ClusterError(RuntimeError):
+    """The Ray cluster named by an address cannot be joined (down, unreachable, or a token it refuses)."""
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
     """Connect to Ray once per process: to ``address`` (or ``$RAY_ADDRESS``) when given, else start an embedded
-    single-node Ray with ``num_cpus`` (default: this machine's CPUs) and no dashboard. A no-op when connected."""
+    single-node Ray with ``num_cpus`` (default: this machine's CPUs) and no dashboard. A no-op when connected.
+    :class:`ClusterError` when a named cluster cannot be joined."""
     import ray
 
     if ray.is_initialized():
@@ -143,7 +148,14 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     address = address or os.environ.get("RAY_ADDRESS") or None
     common: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
     if address:
-        ray.init(address=address, **common)
+        try:
+            ray.init(address=address, **common)
+        except Exception as exc:  # Ray raises ConnectionError, AuthenticationError, RuntimeError...
+            token = "set" if os.environ.get("RAY_AUTH_TOKEN") else "not set"
+            raise ClusterError(
+                f"cannot join the Ray cluster at {address}: {type(exc).__name__}: {str(exc).splitlines()[0]} "
+                f"(a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN, here {token})"
+            ) from exc
     else:
         # "local": always a new embedded Ray. Without it ray.init would join whatever cluster `ray start` last
         # started on this machine (/tmp/ray/ray_current_cluster), even one that is long dead.
@@ -396,10 +408,9 @@ def run_sweep(
         counts = store.status_counts(sweep_id)
         return _summary(store, sweep_id, counts["completed"] + counts["diverged"], 0, 0, started, None)
 
+    init_ray(address)  # before taking the sweep: a cluster that cannot be joined leaves it as it was
     driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    requeued = store.acquire_sweep(sweep_id, driver, lease_seconds=o.lease_seconds, holder_dead=_holder_dead)
-    if requeued:
-        log.warning("sweep %d: %d cells of a stopped driver go back to the queue", sweep_id, requeued)
+    store.acquire_sweep(sweep_id, driver, lease_seconds=o.lease_seconds, holder_dead=_holder_dead)
     tune_dir: Path | None = None
     try:
         store.set_sweep_status(sweep_id, "running")
@@ -410,7 +421,6 @@ def run_sweep(
             _close(store, sweep_id)
             return _summary(store, sweep_id, reused, 0, 0, started, None)
 
-        init_ray(address)
         _tune_environment()
         import ray
         from ray import tune
