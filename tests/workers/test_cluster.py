@@ -4,6 +4,7 @@ token and its trials land on both nodes; a node or a driver without the token is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -67,10 +68,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
         yield address, env
     finally:
         for node in reversed(nodes):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             node.wait(timeout=30)
 
 
