@@ -3,6 +3,7 @@ the real ``wdgrid run`` command, each with its own embedded Ray."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -54,10 +55,8 @@ def test_a_killed_driver_resumes_with_every_cell_exactly_once(tmp_path: Path):
         os.kill(first.pid, signal.SIGKILL)  # the driver alone: Ray's own reaper takes its embedded cluster down
         first.wait(timeout=30)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(first.pid, signal.SIGKILL)  # whatever of its embedded Ray is left
-        except ProcessLookupError:
-            pass
     with Storage(db, migrate=False) as store:
         before = {t.id: t for t in store.trials(1)[0]}
     done_before = {i for i, t in before.items() if t.status == "completed"}
