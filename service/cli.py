@@ -67,6 +67,10 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def _load_spec(path: Path | None, preset: str | None) -> SweepSpec:
     from pydantic import ValidationError
 
@@ -160,7 +164,7 @@ def run_command(
     import logging
 
     spec = _load_spec(spec_file, preset)
-    from results import Storage
+    from results import Storage, SweepBusyError
     from workers.runner import ClusterError, RunOptions, run_sweep
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -171,7 +175,12 @@ def run_command(
         max_retries=max_retries,
         checkpoint_interval_s=checkpoint_interval,
     )
-    store = Storage(db)
+    try:
+        store = Storage(db)
+    except Exception as exc:  # a malformed URL, an unreachable server, a missing driver: all the user's to fix
+        raise _fail(
+            f"cannot open the results store {db or '(default)'}: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     key = None if new else f"wdgrid-run:{spec.fingerprint()}"
     sweep = store.create_sweep(spec, idempotency_key=key)
     if sweep.status in ("failed", "cancelled"):
@@ -184,7 +193,7 @@ def run_command(
     watcher.start()
     try:
         summary = run_sweep(store, sweep.id, options, address=address)
-    except ClusterError as exc:
+    except (ClusterError, SweepBusyError) as exc:
         done.set()
         typer.echo(f"wdgrid: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -205,6 +214,8 @@ def run_command(
         for path in _write_results(store, sweep.id, out):
             print(f"  wrote {path}")
     print(f"results: sweep {sweep.id} in {store.url}")
+    if summary.status in ("cancelled", "failed"):
+        print("run the same command again to resume it: finished cells are kept, the rest are re-queued")
     if summary.status != "completed":
         raise typer.Exit(1)
 

@@ -36,24 +36,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from results import EpochMetrics as StoredEpoch
-from results import (
-    FinalMetrics,
-    Provenance,
-    StaleAttemptError,
-    Storage,
-    SweepStatus,
-    TransitionError,
-    TrialRecord,
-    TrialStatus,
-)
-
-if TYPE_CHECKING:
-    from ray import tune
+from results import Storage, SweepStatus, TransitionError, TrialRecord, TrialStatus
 
 __all__ = ["ClusterError", "RunOptions", "RunSummary", "init_ray", "plan_chunks", "run_sweep"]
 
@@ -134,7 +121,7 @@ class RunSummary:
 
 # --- Ray --------------------------------------------------------------------------------------------------------
 class ClusterError(RuntimeError):
-    """The Ray cluster named by an address cannot be joined (down, unreachable, or a token it refuses)."""
+    """The Ray cluster cannot be joined (down, unreachable, a token it refuses) or cannot fit one trial."""
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
@@ -212,181 +199,6 @@ def _holder_dead(holder: str) -> bool:
     return False
 
 
-def _error_text(trial: tune.experiment.Trial) -> str:
-    """The last failure Tune recorded for a trial: its error file's last block, shortened."""
-    path = trial.error_file
-    text = Path(path).read_text(errors="replace") if path and Path(path).exists() else ""
-    block = text.rsplit("Failure # ", 1)[-1].strip()
-    lines = [line for line in block.splitlines() if line.strip()]
-    if not lines:
-        return "the trial failed (Ray gave no error text)"
-    # The exception's own line is the most useful one; keep some context above it.
-    return "\n".join(lines[-12:])[-2000:]
-
-
-# --- The driver's Tune callback ---------------------------------------------------------------------------------
-@dataclass
-class _Chunk:
-    key: str
-    trial_ids: list[int]  # store trial ids, in the chunk's cell order
-
-
-@dataclass
-class _Progress:
-    attempt: dict[int, int] = field(default_factory=dict)  # store trial id -> its running attempt
-    located: set[tuple[int, int]] = field(default_factory=set)
-    finished: set[int] = field(default_factory=set)
-    started: set[str] = field(default_factory=set)
-    retries: int = 0
-
-
-def _make_callback_classes() -> tuple[type, type]:
-    """The Tune callback and stopper, defined once Ray Tune is imported (it is a heavy import)."""
-    from ray import tune
-
-    class Driver(tune.Callback):
-        """Writes what the trials report into the store. Tune may pickle callbacks: the store (an engine with
-        locks) is left out of the pickle and reopened from its URL if ever needed."""
-
-        def __init__(self, store: Storage, sweep_id: int, driver: str, chunks: dict[str, _Chunk], o: RunOptions):
-            self._store: Storage | None = store
-            self.url = store.url
-            self.sweep_id, self.driver, self.chunks, self.options = sweep_id, driver, chunks, o
-            self.progress = _Progress()
-            self.stopping: str | None = None
-            self._next_beat = time.monotonic() + o.heartbeat_s
-
-        def __getstate__(self) -> dict[str, Any]:
-            return {**self.__dict__, "_store": None}
-
-        @property
-        def store(self) -> Storage:
-            if self._store is None:
-                self._store = Storage(self.url, migrate=False)
-            return self._store
-
-        def _chunk(self, trial: tune.experiment.Trial) -> _Chunk:
-            chunk: _Chunk = self.chunks[trial.config["chunk"]["key"]]
-            return chunk
-
-        def _running(self, chunk: _Chunk) -> list[int]:
-            p = self.progress
-            return [t for t in chunk.trial_ids if t in p.attempt and t not in p.finished]
-
-        def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            chunk = self._chunk(trial)
-            if chunk.key in self.progress.started or self.stopping:
-                return  # a restart after a failure: on_trial_recover already began the next attempts
-            self.progress.started.add(chunk.key)
-            for trial_id in chunk.trial_ids:
-                record = self.store.claim_trial(
-                    self.sweep_id, lease_seconds=self.options.lease_seconds, trial_id=trial_id
-                )
-                if record is not None:
-                    self.progress.attempt[trial_id] = record.attempts
-
-        def on_trial_result(
-            self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
-        ) -> None:
-            if self.stopping == "lost":
-                return  # another driver owns the sweep now
-            chunk, p = self._chunk(trial), self.progress
-            where = result.get("where") or {}
-            for trial_id in self._running(chunk):
-                if (trial_id, p.attempt[trial_id]) not in p.located:
-                    p.located.add((trial_id, p.attempt[trial_id]))
-                    self.store.locate_attempt(trial_id, p.attempt[trial_id], **where)
-            by_cell: dict[int, list[StoredEpoch]] = {}
-            for index, m in result.get("epochs", []):
-                trial_id = chunk.trial_ids[index]
-                if trial_id in p.attempt and trial_id not in p.finished:
-                    by_cell.setdefault(trial_id, []).append(StoredEpoch(**m))
-            try:
-                self.store.record_epochs_many([(t, p.attempt[t], ms) for t, ms in by_cell.items()])
-            except StaleAttemptError as exc:  # cancelled meanwhile: the epochs are facts, but nobody waits for them
-                log.info("sweep %d: epochs not written: %s", self.sweep_id, exc)
-            prov = result.get("provenance") or {}
-            for index, r in result.get("finished", []):
-                trial_id = chunk.trial_ids[index]
-                if trial_id not in p.attempt or trial_id in p.finished:
-                    continue
-                p.finished.add(trial_id)
-                last = r["last"] or {}
-                status = r["status"] if r["status"] in ("completed", "diverged") else "failed"
-                final = FinalMetrics(
-                    test_error=last.get("test_error"),
-                    train_error=last.get("train_error"),
-                    test_loss=last.get("test_loss"),
-                    train_loss=last.get("train_loss"),
-                    wall_time_s=r["wall_time_s"],
-                    epochs_done=r["epochs_done"],
-                )
-                provenance = Provenance(
-                    prov.get("git_sha"), prov.get("package_versions"), r["device"], where.get("host")
-                )
-                self._finish(trial_id, status, final=final, provenance=provenance)
-
-        def _finish(self, trial_id: int, status: Any, **kwargs: Any) -> None:
-            try:
-                self.store.finish_trial(trial_id, self.progress.attempt[trial_id], status, **kwargs)
-            except StaleAttemptError as exc:  # cancelled, or taken over by another driver
-                log.info("sweep %d: trial %d not finished: %s", self.sweep_id, trial_id, exc)
-
-        def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            error = _error_text(trial)
-            self.progress.retries += 1
-            for trial_id in self._running(self._chunk(trial)):
-                try:
-                    record = self.store.retry_trial(
-                        trial_id, self.progress.attempt[trial_id], error=error, lease_seconds=self.options.lease_seconds
-                    )
-                except StaleAttemptError:
-                    continue
-                self.progress.attempt[trial_id] = record.attempts
-            log.warning("sweep %d: restarting a crashed trial (%s)", self.sweep_id, error.splitlines()[-1])
-
-        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            error = _error_text(trial)
-            for trial_id in self._running(self._chunk(trial)):
-                self.progress.finished.add(trial_id)
-                self._finish(trial_id, "failed", error=error)
-
-        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            if self.stopping:
-                return  # stopped on purpose: the cells stay cancelled (or belong to the new driver)
-            for trial_id in self._running(self._chunk(trial)):
-                self.progress.finished.add(trial_id)
-                self._finish(trial_id, "failed", error="the trial ended without a result for this cell")
-
-        def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-            now = time.monotonic()
-            if self.stopping or now < self._next_beat:
-                return
-            self._next_beat = now + self.options.heartbeat_s
-            if not self.store.renew_sweep(self.sweep_id, self.driver, lease_seconds=self.options.lease_seconds):
-                status = self.store.get_sweep(self.sweep_id).status
-                self.stopping = "cancelled" if status == "cancelled" else "lost"
-                log.warning("sweep %d: %s; stopping its trials", self.sweep_id, self.stopping)
-
-    class StopWhenAsked(tune.Stopper):
-        """Stops every trial once the driver is told to (the sweep was cancelled or taken over)."""
-
-        def __init__(self, driver: Driver) -> None:
-            self.driver = driver
-
-        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-            return False
-
-        def stop_all(self) -> bool:
-            return self.driver.stopping is not None
-
-    return Driver, StopWhenAsked
-
-
-def _trial_dirname(trial: Any) -> str:
-    return str(trial.trial_id)
-
-
 # --- run_sweep --------------------------------------------------------------------------------------------------
 def run_sweep(
     store: Storage,
@@ -409,6 +221,7 @@ def run_sweep(
         return _summary(store, sweep_id, counts["completed"] + counts["diverged"], 0, 0, started, None)
 
     init_ray(address)  # before taking the sweep: a cluster that cannot be joined leaves it as it was
+    gpus, slots = _trial_resources(o)
     driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     store.acquire_sweep(sweep_id, driver, lease_seconds=o.lease_seconds, holder_dead=_holder_dead)
     tune_dir: Path | None = None
@@ -422,27 +235,13 @@ def run_sweep(
             return _summary(store, sweep_id, reused, 0, 0, started, None)
 
         _tune_environment()
-        import ray
         from ray import tune
 
         from workers.trainable import train_chunk
 
-        resources = ray.cluster_resources()
-        gpus = o.gpus_per_trial if o.gpus_per_trial is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
-        slots = int(resources.get("CPU", 1) // o.cpus_per_trial)
-        if gpus > 0:
-            slots = min(slots, int(resources.get("GPU", 0) // gpus))
-        if o.max_concurrent_trials:
-            slots = min(slots, o.max_concurrent_trials)
-        if slots < 1:
-            raise ValueError(
-                f"the Ray cluster ({resources}) cannot fit one trial of {o.cpus_per_trial} CPUs, {gpus} GPUs"
-            )
         max_cells = o.cells_per_trial or (GPU_CELLS_PER_TRIAL if gpus > 0 else CPU_CELLS_PER_TRIAL)
         chunks = plan_chunks(pending, slots=slots, max_cells=max_cells)
-        keyed = {
-            f"{c[0].bundle_id}-{i}": _Chunk(f"{c[0].bundle_id}-{i}", [t.id for t in c]) for i, c in enumerate(chunks)
-        }
+        keyed = {f"{c[0].bundle_id}-{i}": c for i, c in enumerate(chunks)}
         space = [
             {
                 "key": key,
@@ -451,12 +250,13 @@ def run_sweep(
                 "threads": max(1, int(o.cpus_per_trial)),
                 "checkpoint_interval_s": o.checkpoint_interval_s,
             }
-            for key, chunk in zip(keyed, chunks, strict=True)
+            for key, chunk in keyed.items()
         ]
         log.info("sweep %d: %d cells in %d trials, %d at a time", sweep_id, len(pending), len(chunks), slots)
 
-        Driver, StopWhenAsked = _make_callback_classes()
-        writer = Driver(store, sweep_id, driver, keyed, o)
+        from workers._tune_driver import Chunk, Driver, StopWhenAsked, trial_dirname
+
+        writer = Driver(store, sweep_id, driver, {k: Chunk(k, [t.id for t in c]) for k, c in keyed.items()}, o)
         base = Path(o.storage_path or os.environ.get("WDGRID_TUNE_DIR") or Path(tempfile.gettempdir()) / "wdgrid-tune")
         tune_dir = base / f"sweep-{sweep_id}-{driver.rsplit(':', 1)[-1]}"
         tuner = tune.Tuner(
@@ -465,7 +265,7 @@ def run_sweep(
             tune_config=tune.TuneConfig(
                 reuse_actors=True,
                 max_concurrent_trials=o.max_concurrent_trials,
-                trial_dirname_creator=_trial_dirname,
+                trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=tune_dir.name,
@@ -500,6 +300,25 @@ def run_sweep(
         store.release_sweep(sweep_id, driver)
         if tune_dir is not None and not o.keep_tune_dir:
             shutil.rmtree(tune_dir, ignore_errors=True)
+
+
+def _trial_resources(o: RunOptions) -> tuple[float, int]:
+    """(GPUs per trial, trials that fit at once) on the connected Ray cluster; :class:`ClusterError` if none fits."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = o.gpus_per_trial if o.gpus_per_trial is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+    slots = int(resources.get("CPU", 0) // o.cpus_per_trial)
+    if gpus > 0:
+        slots = min(slots, int(resources.get("GPU", 0) // gpus))
+    if o.max_concurrent_trials:
+        slots = min(slots, o.max_concurrent_trials)
+    if slots < 1:
+        raise ClusterError(
+            f"no trial of {o.cpus_per_trial} CPUs and {gpus} GPUs fits on the Ray cluster "
+            f"({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs): lower cpus_per_trial/gpus_per_trial"
+        )
+    return gpus, slots
 
 
 def _all_trials(store: Storage, sweep_id: int, status: TrialStatus) -> list[TrialRecord]:

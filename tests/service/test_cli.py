@@ -42,3 +42,24 @@ def test_demo_rejects_a_bad_epoch_count():
     result = run("demo", "--epochs", "0")
     assert result.returncode == 2
     assert "--epochs" in result.stderr
+
+
+def test_run_refuses_bad_input_with_one_line(tmp_path: Path):
+    (tmp_path / "bad.json").write_text('{"dataset": "mnist1d"}')
+    (tmp_path / "broken.json").write_text("{")
+    cases = [
+        ((), "give a spec file or --preset NAME"),
+        (("--preset", "nope"), "unknown preset 'nope'"),
+        ((str(tmp_path / "missing.json"),), "cannot read"),
+        ((str(tmp_path / "bad.json"),), "invalid spec"),
+        ((str(tmp_path / "broken.json"),), "Invalid JSON"),
+        (("--preset", "smoke", "--db", "nosuchdb://x"), "cannot open the results store nosuchdb://x"),
+        (("--preset", "smoke", "--cells-per-trial", "0"), "--cells-per-trial"),
+    ]
+    for args, message in cases:
+        result = run("run", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        if message != "--cells-per-trial":  # typer's own usage box for option ranges
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -215,3 +215,27 @@ def test_a_cancelled_sweep_stops_within_seconds_and_keeps_finished_cells(store: 
     for t in all_trials(store, sweep.id):
         if t.status == "cancelled" and t.attempts:
             assert store.attempts(t.id)[-1].status == "cancelled"
+
+
+def test_the_driver_callback_pickles_without_its_store_and_reopens_it(store: Storage):
+    # Tune may pickle callbacks (experiment state): a live engine (locks, connections) must not go with them.
+    import pickle
+
+    from workers._tune_driver import Chunk, Driver, StopWhenAsked
+
+    sweep = store.create_sweep(small_spec())
+    driver = Driver(store, sweep.id, "host:1:x", {"k": Chunk("k", [1, 2])}, FAST)
+    copy = pickle.loads(pickle.dumps(StopWhenAsked(driver)))
+    assert copy.driver._store is None and copy.driver.chunks["k"].trial_ids == [1, 2]
+    assert copy.driver.store.get_sweep(sweep.id).id == sweep.id  # reopened from its URL
+    assert not copy.stop_all()
+
+
+def test_a_trial_too_big_for_the_cluster_is_refused_before_the_sweep_is_touched(store: Storage):
+    from workers.runner import ClusterError
+
+    sweep = store.create_sweep(small_spec())
+    with pytest.raises(ClusterError, match="no trial of 4 CPUs"):
+        run_sweep(store, sweep.id, RunOptions(cpus_per_trial=4))
+    after = store.get_sweep(sweep.id)
+    assert (after.status, after.driver) == ("pending", None)

@@ -1,0 +1,241 @@
+"""Orchestration overhead: a 64-cell, 20-epoch cnn1d sweep on MNIST-1D (4 optimizers × 4 α × 4 λ, one seed)
+through four ways of running it, each in a fresh process:
+
+- ``floor``   — the 64 cells trained back to back with ``train()`` in one process on one core (no Ray at all);
+- ``runner``  — ``workers.runner.run_sweep`` into a fresh SQLite store: embedded Ray, chunks of a bundle as one
+                batched model per trial, reused actors, every epoch written to the store;
+- ``default`` — a plain Ray Tune grid, one trial per cell calling ``train()`` and reporting each epoch, Ray's
+                defaults (what a newcomer writes);
+- ``expert``  — the same grid with ``reuse_actors=True`` (what an expert writes);
+- ``bundles`` (on request) — the runner's chunks trained back to back with ``train_bundle`` in one process on one
+                core: the runner's work without Ray, so ``runner`` against ``bundles / cores`` is Ray's own cost.
+
+Every Ray mode starts its own embedded Ray with this machine's CPUs and 1 CPU per trial; ``end to end`` counts from
+before ``ray.init`` to the end, ``fit`` only the fitting. Goals (issue 6): the runner within 1.15 × floor / cores
+and faster end to end than the expert grid. ``--rounds N`` repeats the four modes N times in alternating order.
+
+    .venv/bin/python bench/orchestration.py                 # about 8 minutes on 2 CPU cores
+    .venv/bin/python bench/orchestration.py --cpu-fig2      # then the cpu-fig2 preset through the runner
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = ("floor", "runner", "default", "expert")
+EXTRA = ("bundles",)  # not run by default: --modes floor bundles runner
+
+
+def bench_spec() -> Any:
+    from sweeps import SweepSpec
+
+    axis = {"base": 2, "start": -8, "stop": -2, "step": 2}
+    return SweepSpec.model_validate(
+        {
+            "name": "orchestration bench",
+            "dataset": "mnist1d",
+            "model": "cnn1d",
+            "epochs": 20,
+            "batch_size": 128,
+            "schedule": {"name": "cosine"},
+            "seeds": [0],
+            "grids": [{"optimizer": o, "lr": axis, "weight_decay": axis} for o in ("sgd", "sgdw", "adam", "adamw")],
+        }
+    )
+
+
+def configs() -> list[dict[str, Any]]:
+    from sweeps import cells, training_config
+
+    spec = bench_spec()
+    return [dict(training_config(spec, c)) for c in cells(spec)]
+
+
+def run_floor() -> dict[str, float]:
+    import torch
+
+    from workers.train import TrainConfig, load_data, resolve_device, train
+
+    torch.set_num_threads(1)
+    cfgs = configs()
+    start = time.perf_counter()
+    data = load_data(TrainConfig.from_dict(cfgs[0]), resolve_device("cpu"))
+    for c in cfgs:
+        train(c, data=data)
+    wall = time.perf_counter() - start
+    return {"end_to_end": wall, "fit": wall}
+
+
+def run_bundles() -> dict[str, float]:
+    import torch
+
+    from sweeps import bundles, training_config
+    from workers.bundle import train_bundle
+    from workers.runner import CPU_CELLS_PER_TRIAL
+    from workers.train import TrainConfig, load_data, resolve_device
+
+    torch.set_num_threads(1)
+    spec = bench_spec()
+    start = time.perf_counter()
+    data = load_data(TrainConfig.from_dict(configs()[0]), resolve_device("cpu"))
+    for bundle in bundles(spec, max_size=CPU_CELLS_PER_TRIAL):
+        train_bundle([dict(training_config(spec, c)) for c in bundle.cells], data=data)
+    wall = time.perf_counter() - start
+    return {"end_to_end": wall, "fit": wall}
+
+
+def run_runner(store_dir: str) -> dict[str, float]:
+    from results import Storage
+    from workers.runner import RunOptions, init_ray, run_sweep
+
+    store = Storage(f"sqlite:///{store_dir}/bench.db")
+    sweep = store.create_sweep(bench_spec())
+    start = time.perf_counter()
+    init_ray()
+    fit_start = time.perf_counter()
+    summary = run_sweep(store, sweep.id, RunOptions())
+    end = time.perf_counter()
+    assert summary.status == "completed", summary
+    return {"end_to_end": end - start, "fit": end - fit_start}
+
+
+def run_grid(reuse: bool) -> dict[str, float]:
+    import ray
+    from ray import tune
+
+    from workers.runner import _tune_environment
+
+    def trainable(config: dict[str, Any]) -> None:
+        import torch
+
+        from workers.train import train
+
+        torch.set_num_threads(1)
+        train(config["cell"], on_epoch=lambda m: tune.report({"test_error": m.test_error, "epoch": m.epoch}))
+
+    _tune_environment()  # the same quiet console and no file loggers as the runner: only orchestration differs
+    start = time.perf_counter()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    fit_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space={"cell": tune.grid_search(configs())},
+            tune_config=tune.TuneConfig(reuse_actors=reuse),
+            run_config=tune.RunConfig(storage_path=folder, verbose=0),
+        )
+        results = tuner.fit()
+    end = time.perf_counter()
+    assert not results.errors, results.errors
+    return {"end_to_end": end - start, "fit": end - fit_start}
+
+
+def run_cpu_fig2(store_dir: str) -> dict[str, Any]:
+    from results import Storage, report, seed_grids
+    from sweeps import load_preset
+    from workers.runner import RunOptions, init_ray, run_sweep
+
+    store = Storage(f"sqlite:///{store_dir}/cpu-fig2.db")
+    spec = load_preset("cpu-fig2")
+    sweep = store.create_sweep(spec)
+    start = time.perf_counter()
+    init_ray()
+    summary = run_sweep(store, sweep.id, RunOptions())
+    wall = time.perf_counter() - start
+    grids: dict[str, Any] = {g.optimizer: seed_grids(store, sweep.id, g.optimizer) for g in spec.grids}
+    return {
+        "end_to_end": wall,
+        "status": summary.status,
+        "counts": summary.counts,
+        "trials": summary.trials,
+        "verdicts": [c.verdict.splitlines()[0] for c in report(grids)],
+    }
+
+
+def child(mode: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        if mode == "floor":
+            out: dict[str, Any] = run_floor()
+        elif mode == "bundles":
+            out = run_bundles()
+        elif mode == "runner":
+            out = run_runner(folder)
+        elif mode in ("default", "expert"):
+            out = run_grid(reuse=mode == "expert")
+        else:
+            out = run_cpu_fig2(folder)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def spawn(mode: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", mode], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", choices=[*MODES, *EXTRA, "cpu-fig2"], help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the four modes, alternating their order")
+    parser.add_argument("--modes", nargs="+", choices=[*MODES, *EXTRA], default=list(MODES))
+    parser.add_argument("--cpu-fig2", action="store_true", help="then run the cpu-fig2 preset through the runner")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+
+    cores = os.cpu_count() or 1
+    # Generate MNIST-1D once, outside every timing.
+    from workers.data import load_dataset
+
+    load_dataset("mnist1d")
+    times: dict[str, list[dict[str, float]]] = {m: [] for m in args.modes}
+    for r in range(args.rounds):
+        order = args.modes if r % 2 == 0 else list(reversed(args.modes))
+        for mode in order:
+            times[mode].append(spawn(mode))
+            print(f"round {r + 1} {mode:8s} {times[mode][-1]['end_to_end']:7.1f} s", file=sys.stderr, flush=True)
+
+    def med(mode: str, key: str) -> float:
+        return statistics.median(t[key] for t in times[mode])
+
+    print(f"64 cells × 20 epochs, cnn1d on MNIST-1D, {cores} CPU cores, {args.rounds} round(s), medians")
+    print(f"{'mode':<10}{'end to end s':>14}{'fit s':>9}{'× floor/cores':>15}")
+    floor = med("floor", "end_to_end") if "floor" in times else float("nan")
+    for mode in args.modes:
+        e2e, fit = med(mode, "end_to_end"), med(mode, "fit")
+        print(f"{mode:<10}{e2e:>14.1f}{fit:>9.1f}{e2e / (floor / cores):>15.2f}")
+    if {"runner", "bundles"} <= set(times):
+        ray_cost = med("runner", "end_to_end") / (med("bundles", "end_to_end") / cores)
+        print(f"runner / (bundles / cores) = {ray_cost:.2f}: Ray's start-up, scheduling and the store's writes")
+    if {"runner", "expert", "floor"} <= set(times):
+        runner, expert = med("runner", "end_to_end"), med("expert", "end_to_end")
+        goal = 1.15 * floor / cores
+        verdict = "met" if runner <= goal else "NOT met"
+        print(f"goal 1: runner {runner:.1f} s <= 1.15 × floor / cores = {goal:.1f} s: {verdict}")
+        print(f"goal 2: runner {runner:.1f} s < expert grid {expert:.1f} s: {'met' if runner < expert else 'NOT met'}")
+    if args.cpu_fig2:
+        fig2 = spawn("cpu-fig2")
+        print(f"cpu-fig2 (392 cells) through the runner: {fig2['end_to_end']:.0f} s end to end, {fig2['status']}, "
+              f"{fig2['trials']} trials, {fig2['counts']}")  # fmt: skip
+        for verdict in fig2["verdicts"]:
+            print(f"  {verdict}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    main()

@@ -1,0 +1,187 @@
+"""The driver's side of a Tune run (``workers.runner``): the callback that writes what trials report into the store,
+and the stopper that ends the run when the sweep is cancelled or taken over. Imported only when a sweep runs (it
+imports Ray Tune); classes live at module level so that Tune can pickle them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
+
+from results import EpochMetrics, FinalMetrics, Provenance, StaleAttemptError, Storage
+
+if TYPE_CHECKING:
+    from workers.runner import RunOptions
+
+__all__ = ["Chunk", "Driver", "StopWhenAsked", "trial_dirname"]
+
+log = logging.getLogger("workers.runner")
+
+
+@dataclass
+class Chunk:
+    key: str
+    trial_ids: list[int]  # store trial ids, in the chunk's cell order
+
+
+@dataclass
+class Progress:
+    attempt: dict[int, int] = field(default_factory=dict)  # store trial id -> its running attempt
+    located: set[tuple[int, int]] = field(default_factory=set)
+    finished: set[int] = field(default_factory=set)
+    started: set[str] = field(default_factory=set)
+    retries: int = 0
+
+
+class Driver(tune.Callback):
+    """Writes what the trials report into the store. Tune may pickle callbacks: the store (an engine with
+    locks) is left out of the pickle and reopened from its URL if ever needed."""
+
+    def __init__(self, store: Storage, sweep_id: int, driver: str, chunks: dict[str, Chunk], o: RunOptions):
+        self._store: Storage | None = store
+        self.url = store.url
+        self.sweep_id, self.driver, self.chunks, self.options = sweep_id, driver, chunks, o
+        self.progress = Progress()
+        self.stopping: str | None = None
+        self._next_beat = time.monotonic() + o.heartbeat_s
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None}
+
+    @property
+    def store(self) -> Storage:
+        if self._store is None:
+            self._store = Storage(self.url, migrate=False)
+        return self._store
+
+    def _chunk(self, trial: tune.experiment.Trial) -> Chunk:
+        chunk: Chunk = self.chunks[trial.config["chunk"]["key"]]
+        return chunk
+
+    def _running(self, chunk: Chunk) -> list[int]:
+        p = self.progress
+        return [t for t in chunk.trial_ids if t in p.attempt and t not in p.finished]
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        chunk = self._chunk(trial)
+        if chunk.key in self.progress.started or self.stopping:
+            return  # a restart after a failure: on_trial_recover already began the next attempts
+        self.progress.started.add(chunk.key)
+        for trial_id in chunk.trial_ids:
+            record = self.store.claim_trial(self.sweep_id, lease_seconds=self.options.lease_seconds, trial_id=trial_id)
+            if record is not None:
+                self.progress.attempt[trial_id] = record.attempts
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        if self.stopping == "lost":
+            return  # another driver owns the sweep now
+        chunk, p = self._chunk(trial), self.progress
+        where = result.get("where") or {}
+        for trial_id in self._running(chunk):
+            if (trial_id, p.attempt[trial_id]) not in p.located:
+                p.located.add((trial_id, p.attempt[trial_id]))
+                self.store.locate_attempt(trial_id, p.attempt[trial_id], **where)
+        by_cell: dict[int, list[EpochMetrics]] = {}
+        for index, m in result.get("epochs", []):
+            trial_id = chunk.trial_ids[index]
+            if trial_id in p.attempt and trial_id not in p.finished:
+                by_cell.setdefault(trial_id, []).append(EpochMetrics(**m))
+        try:
+            self.store.record_epochs_many([(t, p.attempt[t], ms) for t, ms in by_cell.items()])
+        except StaleAttemptError as exc:  # cancelled meanwhile: the epochs are facts, but nobody waits for them
+            log.info("sweep %d: epochs not written: %s", self.sweep_id, exc)
+        prov = result.get("provenance") or {}
+        for index, r in result.get("finished", []):
+            trial_id = chunk.trial_ids[index]
+            if trial_id not in p.attempt or trial_id in p.finished:
+                continue
+            p.finished.add(trial_id)
+            last = r["last"] or {}
+            status = r["status"] if r["status"] in ("completed", "diverged") else "failed"
+            final = FinalMetrics(
+                test_error=last.get("test_error"),
+                train_error=last.get("train_error"),
+                test_loss=last.get("test_loss"),
+                train_loss=last.get("train_loss"),
+                wall_time_s=r["wall_time_s"],
+                epochs_done=r["epochs_done"],
+            )
+            provenance = Provenance(prov.get("git_sha"), prov.get("package_versions"), r["device"], where.get("host"))
+            self._finish(trial_id, status, final=final, provenance=provenance)
+
+    def _finish(self, trial_id: int, status: Any, **kwargs: Any) -> None:
+        try:
+            self.store.finish_trial(trial_id, self.progress.attempt[trial_id], status, **kwargs)
+        except StaleAttemptError as exc:  # cancelled, or taken over by another driver
+            log.info("sweep %d: trial %d not finished: %s", self.sweep_id, trial_id, exc)
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        error = _error_text(trial)
+        self.progress.retries += 1
+        for trial_id in self._running(self._chunk(trial)):
+            try:
+                record = self.store.retry_trial(
+                    trial_id, self.progress.attempt[trial_id], error=error, lease_seconds=self.options.lease_seconds
+                )
+            except StaleAttemptError:
+                continue
+            self.progress.attempt[trial_id] = record.attempts
+        log.warning("sweep %d: restarting a crashed trial (%s)", self.sweep_id, error.splitlines()[-1])
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        error = _error_text(trial)
+        for trial_id in self._running(self._chunk(trial)):
+            self.progress.finished.add(trial_id)
+            self._finish(trial_id, "failed", error=error)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if self.stopping:
+            return  # stopped on purpose: the cells stay cancelled (or belong to the new driver)
+        for trial_id in self._running(self._chunk(trial)):
+            self.progress.finished.add(trial_id)
+            self._finish(trial_id, "failed", error="the trial ended without a result for this cell")
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        now = time.monotonic()
+        if self.stopping or now < self._next_beat:
+            return
+        self._next_beat = now + self.options.heartbeat_s
+        if not self.store.renew_sweep(self.sweep_id, self.driver, lease_seconds=self.options.lease_seconds):
+            status = self.store.get_sweep(self.sweep_id).status
+            self.stopping = "cancelled" if status == "cancelled" else "lost"
+            log.warning("sweep %d: %s; stopping its trials", self.sweep_id, self.stopping)
+
+
+class StopWhenAsked(tune.Stopper):
+    """Stops every trial once the driver is told to (the sweep was cancelled or taken over)."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.driver.stopping is not None
+
+
+def trial_dirname(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def _error_text(trial: tune.experiment.Trial) -> str:
+    """The last failure Tune recorded for a trial: its error file's last block, shortened."""
+    path = trial.error_file
+    text = Path(path).read_text(errors="replace") if path and Path(path).exists() else ""
+    block = text.rsplit("Failure # ", 1)[-1].strip()
+    lines = [line for line in block.splitlines() if line.strip()]
+    if not lines:
+        return "the trial failed (Ray gave no error text)"
+    # The exception's own line is the most useful one; keep some context above it.
+    return "\n".join(lines[-12:])[-2000:]
