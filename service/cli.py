@@ -244,3 +244,47 @@ def _write_results(store: Storage, sweep_id: int, folder: Path) -> list[Path]:
         paths.append(folder / "separability.txt")
         print(text)
     return paths
+
+
+@app.command(hidden=True)
+def drive(sweep_id: Annotated[int, typer.Argument(min=1)]) -> None:
+    """Run one stored sweep to its end (the controller starts one such process per running sweep)."""
+    import logging
+
+    from results import Storage
+    from workers.runner import RunOptions, run_sweep
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with Storage() as store:
+        summary = run_sweep(store, sweep_id, RunOptions())
+    print(f"sweep {sweep_id} {summary.status}: {summary.counts}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address [default: $WDGRID_HOST or 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="[default: $WDGRID_PORT or 8000].")] = None,
+) -> None:
+    """Start the REST controller (uvicorn); settings from WDGRID_* variables (README, 'The service')."""
+    import os
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.main import create_app
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise _fail(f"bad setting {where}: {message}" if where else f"bad setting: {message}") from None
+    os.environ.setdefault("WDGRID_DATABASE_URL", settings.database_url)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    app()

@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from results import Storage, SweepStatus, TransitionError, TrialRecord, TrialStatus
 
-__all__ = ["ClusterError", "RunOptions", "RunSummary", "init_ray", "plan_chunks", "run_sweep"]
+__all__ = ["ClusterError", "RunOptions", "RunSummary", "holder_dead", "init_ray", "plan_chunks", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def plan_chunks(pending: Sequence[TrialRecord], *, slots: int, max_cells: int) -
     return chunks
 
 
-def _holder_dead(holder: str) -> bool:
+def holder_dead(holder: str) -> bool:
     """True when a driver id ``host:pid:nonce`` names a process on this host that no longer exists."""
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
@@ -223,7 +223,7 @@ def run_sweep(
     init_ray(address)  # before taking the sweep: a cluster that cannot be joined leaves it as it was
     gpus, slots = _trial_resources(o)
     driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    store.acquire_sweep(sweep_id, driver, lease_seconds=o.lease_seconds, holder_dead=_holder_dead)
+    store.acquire_sweep(sweep_id, driver, lease_seconds=o.lease_seconds, holder_dead=holder_dead)
     tune_dir: Path | None = None
     try:
         store.set_sweep_status(sweep_id, "running")

@@ -1,0 +1,63 @@
+"""Dependencies every route shares, as ``Annotated`` aliases: settings, the store, the scheduler, the bearer token,
+and the sweep of a ``/sweeps/{sweep_id}/...`` path (404 when there is none)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from results import NotFoundError, Storage, SweepRecord
+from service.scheduler import Scheduler
+from service.settings import Settings
+
+__all__ = ["SchedulerDep", "SettingsDep", "StoreDep", "SweepDep", "require_token"]
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> Storage:
+    store: Storage = request.app.state.store
+    return store
+
+
+def get_scheduler(request: Request) -> Scheduler:
+    scheduler: Scheduler = request.app.state.scheduler
+    return scheduler
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Storage, Depends(get_store)]
+SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
+
+_bearer = HTTPBearer(auto_error=False, description="WDGRID_API_TOKEN, when the server has one.")
+
+
+def require_token(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """With ``WDGRID_API_TOKEN`` set, every route but the health checks needs ``Authorization: Bearer <token>``."""
+    if settings.api_token is None:
+        return
+    expected = settings.api_token.get_secret_value().encode()
+    if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+def get_sweep_or_404(
+    store: StoreDep, sweep_id: Annotated[int, Path(ge=1, description="The sweep's id.")]
+) -> SweepRecord:
+    try:
+        return store.get_sweep(sweep_id)
+    except NotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no sweep with id {sweep_id}") from None
+
+
+SweepDep = Annotated[SweepRecord, Depends(get_sweep_or_404)]

@@ -1,0 +1,268 @@
+"""The REST routes. Thin: each reads or writes the store through a dependency; domain errors become status codes in
+one place (``service.main``). Routes are plain ``def``: the store is synchronous, so FastAPI runs them in its thread
+pool and a slow CSV never blocks the event loop."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from results import NotFoundError, TrialStatus
+from service.deps import SchedulerDep, StoreDep, SweepDep, require_token
+from service.schemas import (
+    AttemptPublic,
+    EpochPublic,
+    PresetPublic,
+    SweepPublic,
+    SweepsPublic,
+    TrialDetail,
+    TrialPublic,
+    TrialsPublic,
+)
+from sweeps import SweepSpec, list_presets, load_preset
+
+__all__ = ["router"]
+
+router = APIRouter(dependencies=[Depends(require_token)])
+
+Metric = Literal["mean", "std", "n", "n_diverged"]
+OptimizerName = Literal["sgd", "sgdw", "adam", "adamw"]
+_CSV: dict[str, Any] = {"text/csv": {}}
+_PNG: dict[str, Any] = {"image/png": {}}
+
+
+def _public(store: Any, sweep_id: int) -> SweepPublic:
+    return SweepPublic.of(store.get_sweep(sweep_id), store.status_counts(sweep_id), datetime.now(UTC))
+
+
+def _spec_from(body: dict[str, Any]) -> SweepSpec:
+    """A full spec, or ``{"preset": name, ...top-level overrides}``; errors as 422 naming the field."""
+    try:
+        if "preset" in body:
+            name = body["preset"]
+            if not isinstance(name, str):
+                raise RequestValidationError(
+                    [{"type": "string_type", "loc": ("body", "preset"), "msg": "not a string"}]
+                )
+            overrides = {k: v for k, v in body.items() if k != "preset"}
+            return load_preset(name, **overrides)
+        return SweepSpec.model_validate(body)
+    except ValidationError as exc:
+        errors = [
+            {"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"], "input": e.get("input")}
+            for e in exc.errors(include_url=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+@router.post("/sweeps", status_code=status.HTTP_201_CREATED, response_model=SweepPublic, tags=["sweeps"])
+def create_sweep(
+    store: StoreDep,
+    scheduler: SchedulerDep,
+    response: Response,
+    body: Annotated[
+        dict[str, Any],
+        Body(
+            description="A sweep spec (see README, 'Sweep specs'), or a preset with top-level overrides.",
+            openapi_examples={
+                "preset": {"value": {"preset": "smoke"}},
+                "preset with overrides": {"value": {"preset": "cpu-fig2", "epochs": 5, "seeds": [0]}},
+            },
+        ),
+    ],
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description="Retrying a POST with the same key returns the same sweep.")
+    ] = None,
+) -> SweepPublic:
+    """Submit a sweep: it is queued (FIFO) and starts when a slot is free."""
+    spec = _spec_from(body)
+    sweep = store.create_sweep(spec, idempotency_key=idempotency_key)
+    scheduler.wake()
+    response.headers["Location"] = f"/sweeps/{sweep.id}"
+    return _public(store, sweep.id)
+
+
+@router.get("/sweeps", response_model=SweepsPublic, tags=["sweeps"])
+def list_sweeps(
+    store: StoreDep,
+    status_: Annotated[
+        Literal["pending", "running", "completed", "failed", "cancelled"] | None, Query(alias="status")
+    ] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> SweepsPublic:
+    """Sweeps by id, optionally of one status, a page at a time."""
+    page, count = store.list_sweeps(status=status_, offset=offset, limit=limit)
+    now = datetime.now(UTC)
+    return SweepsPublic(data=[SweepPublic.of(s, store.status_counts(s.id), now) for s in page], count=count)
+
+
+@router.get("/sweeps/{sweep_id}", response_model=SweepPublic, tags=["sweeps"])
+def get_sweep(store: StoreDep, sweep: SweepDep) -> SweepPublic:
+    """A sweep's status, trial counts, progress, elapsed time and ETA."""
+    return _public(store, sweep.id)
+
+
+@router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic, tags=["sweeps"])
+def cancel_sweep(store: StoreDep, sweep: SweepDep) -> SweepPublic:
+    """Cancel: unfinished cells become cancelled (a running driver stops within seconds); finished ones stay."""
+    store.cancel_sweep(sweep.id)
+    return _public(store, sweep.id)
+
+
+@router.post("/sweeps/{sweep_id}/resume", response_model=SweepPublic, tags=["sweeps"])
+def resume_sweep(store: StoreDep, scheduler: SchedulerDep, sweep: SweepDep) -> SweepPublic:
+    """Re-queue a failed or cancelled sweep's failed and cancelled cells; finished cells are kept."""
+    store.resume_sweep(sweep.id)
+    scheduler.wake()
+    return _public(store, sweep.id)
+
+
+@router.get("/sweeps/{sweep_id}/trials", response_model=TrialsPublic, tags=["trials"])
+def list_trials(
+    store: StoreDep,
+    sweep: SweepDep,
+    optimizer: OptimizerName | None = None,
+    status_: Annotated[TrialStatus | None, Query(alias="status")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> TrialsPublic:
+    """A sweep's trials (one per cell), optionally of one optimizer or status, a page at a time."""
+    page, count = store.trials(sweep.id, status=status_, optimizer=optimizer, offset=offset, limit=limit)
+    return TrialsPublic(data=[TrialPublic.of(t) for t in page], count=count)
+
+
+@router.get("/sweeps/{sweep_id}/trials/{trial_id}", response_model=TrialDetail, tags=["trials"])
+def get_trial(store: StoreDep, sweep: SweepDep, trial_id: int) -> TrialDetail:
+    """One trial with its config, every attempt and every epoch's metrics."""
+    trial = store.get_trial(trial_id)
+    if trial.sweep_id != sweep.id:
+        raise NotFoundError(f"sweep {sweep.id} has no trial {trial_id}")
+    return TrialDetail(
+        **TrialPublic.of(trial).model_dump(),
+        config=trial.config,
+        attempts_detail=[AttemptPublic.of(a) for a in store.attempts(trial.id)],
+        epochs=[EpochPublic.of(e) for e in store.epochs(trial.id)],
+    )
+
+
+def _optimizers(sweep: Any) -> list[str]:
+    return [str(g["optimizer"]) for g in sweep.spec["grids"]]
+
+
+@router.get(
+    "/sweeps/{sweep_id}/grid.csv", response_class=Response, responses={200: {"content": _CSV}}, tags=["results"]
+)
+def grid_csv(store: StoreDep, sweep: SweepDep, optimizer: OptimizerName, metric: Metric = "mean") -> Response:
+    """One optimizer's α × λ grid (α down the rows, λ raw per step across) of the final test error over seeds:
+    ``mean`` (percent; diverged cells marked), ``std``, ``n`` (completed seeds) or ``n_diverged``."""
+    from results import cell_stats, grid_frame
+    from results import grid_csv as wide_csv
+
+    if optimizer not in _optimizers(sweep):
+        raise NotFoundError(f"sweep {sweep.id} has no {optimizer} grid (it has {', '.join(_optimizers(sweep))})")
+    stats = cell_stats(store, sweep.id, optimizer)
+    text = wide_csv(stats) if metric == "mean" else grid_frame(stats, metric).to_csv(index_label="lr\\weight_decay")
+    return _file(text.encode(), "text/csv", f"sweep-{sweep.id}-{optimizer}-{metric}.csv")
+
+
+@router.get(
+    "/sweeps/{sweep_id}/trials.csv", response_class=Response, responses={200: {"content": _CSV}}, tags=["results"]
+)
+def trials_csv(store: StoreDep, sweep: SweepDep) -> Response:
+    """Every trial, one row each: grid place, status, final metrics (percent, seconds), provenance."""
+    from results import trials_frame
+
+    return _file(trials_frame(store, sweep.id).to_csv(index=False).encode(), "text/csv", f"sweep-{sweep.id}-trials.csv")
+
+
+@router.get(
+    "/sweeps/{sweep_id}/epochs.csv", response_class=Response, responses={200: {"content": _CSV}}, tags=["results"]
+)
+def epochs_csv(store: StoreDep, sweep: SweepDep) -> Response:
+    """Every stored epoch of every attempt of every trial (errors in percent, η_t, wall time in seconds)."""
+    from results import epochs_frame
+
+    return _file(epochs_frame(store, sweep.id).to_csv(index=False).encode(), "text/csv", f"sweep-{sweep.id}-epochs.csv")
+
+
+@router.get(
+    "/sweeps/{sweep_id}/heatmap.png", response_class=Response, responses={200: {"content": _PNG}}, tags=["results"]
+)
+def heatmap(store: StoreDep, sweep: SweepDep, optimizer: OptimizerName | None = None) -> Response:
+    """Figure-2 heatmaps: one optimizer's, or (default) each L2 optimizer beside its decoupled twin when both ran."""
+    from results import cell_stats
+    from results.figures import heatmap_png, twins_png
+    from results.separability import TWINS
+
+    names = _optimizers(sweep)
+    if optimizer is not None and optimizer not in names:
+        raise NotFoundError(f"sweep {sweep.id} has no {optimizer} grid (it has {', '.join(names)})")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "heatmap.png"
+        if optimizer is None and any(a in names and b in names for a, b in TWINS.items()):
+            twins_png({o: cell_stats(store, sweep.id, o) for o in names}, path)
+        else:
+            name = optimizer or names[0]
+            heatmap_png(cell_stats(store, sweep.id, name), path, title=name)
+        return _file(path.read_bytes(), "image/png", f"sweep-{sweep.id}-heatmap.png")
+
+
+@router.get("/sweeps/{sweep_id}/separability", tags=["results"])
+def separability(store: StoreDep, sweep: SweepDep) -> dict[str, Any]:
+    """Each L2 optimizer against its decoupled twin, seed by seed: coupling index, slope, interaction share, top-k
+    correlation and the verdict in words (``results.separability``)."""
+    from results import report, seed_grids
+    from results.separability import TWINS
+
+    names = _optimizers(sweep)
+    paired = [o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)]
+    if not paired:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"sweep {sweep.id} has no L2 optimizer beside its decoupled twin {TWINS}"
+        )
+    try:
+        comparisons = report({o: seed_grids(store, sweep.id, o) for o in paired})
+    except ValueError as exc:  # e.g. λ = 0 on an axis: the analysis is in log2
+        raise HTTPException(status.HTTP_409_CONFLICT, f"cannot analyze sweep {sweep.id}: {exc}") from None
+
+    def numbers(by_seed: Any) -> dict[str, dict[str, float | None]]:
+        fields = ("coupling_index", "coupling_slope", "interaction_share", "topk_log_corr")
+        return {
+            str(seed): {f: (v if math.isfinite(v := float(getattr(s, f))) else None) for f in fields}
+            for seed, s in by_seed.items()
+        }
+
+    return {
+        "comparisons": [
+            {
+                "l2": c.l2,
+                "decoupled": c.decoupled,
+                "coupled_seeds": c.coupled_seeds,
+                "n_seeds": c.n_seeds,
+                "verdict": c.verdict,
+                "l2_by_seed": numbers(c.l2_by_seed),
+                "decoupled_by_seed": numbers(c.decoupled_by_seed),
+            }
+            for c in comparisons
+        ]
+    }
+
+
+@router.get("/presets", response_model=list[PresetPublic], tags=["presets"])
+def presets() -> list[PresetPublic]:
+    """The built-in sweeps (POST ``{"preset": name}`` to run one)."""
+    return [PresetPublic(name=p.name, description=p.description) for p in list_presets()]
+
+
+def _file(content: bytes, media_type: str, filename: str) -> Response:
+    return Response(
+        content, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

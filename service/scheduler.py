@@ -1,0 +1,129 @@
+"""The controller's queue: sweeps start in FIFO order (by id), at most ``max_concurrent_sweeps`` at once, each driven
+by a process of its own (``python -m service.cli drive ID``) that runs ``workers.runner.run_sweep``.
+
+Why a process per sweep: Ray never starts inside the web server (``ray.init`` in uvicorn's main thread replaces its
+SIGTERM handler, and two ``Tuner.fit`` in one process race on Tune's registry), a driver's crash cannot take the API
+down, and stopping a sweep's driver is stopping a process.
+
+The store is the only state: every ``poll_s`` the scheduler looks at running and pending sweeps. A running sweep
+whose driver is alive (its lease holds and, on this host, its process exists) is left alone — it may have been
+started by a controller before a restart, or by ``wdgrid run``. A running sweep without a live driver (the
+controller was stopped or killed mid-sweep) gets a new driver first: it takes the sweep over and re-queues the cells
+that were running. Then pending sweeps start while slots are free. Stopping the scheduler kills its drivers' process
+groups (driver and embedded Ray); their sweeps stay ``running`` and resume when a controller starts again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from results import Storage, SweepRecord
+from service.settings import Settings
+from workers.runner import holder_dead  # light: imports neither torch nor Ray until a sweep runs
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger(__name__)
+
+
+def _driver_alive(sweep: SweepRecord, now: datetime) -> bool:
+    if sweep.driver is None or sweep.driver_lease_expires_at is None or sweep.driver_lease_expires_at <= now:
+        return False
+    return not holder_dead(sweep.driver)
+
+
+class Scheduler:
+    """Starts and stops sweep drivers; see the module docstring."""
+
+    def __init__(self, settings: Settings, store: Storage, *, log_dir: Path) -> None:
+        self.settings, self.store, self.log_dir = settings, store, log_dir
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="wdgrid-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the queue now (a sweep was submitted or resumed)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop scheduling and kill every driver this scheduler started (their sweeps resume on the next start)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        for sweep_id, child in list(self.children.items()):
+            if child.poll() is None:
+                log.info("stopping the driver of sweep %d (pid %d)", sweep_id, child.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout)
+        self.children.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the store may be briefly unreachable: keep scheduling
+                log.exception("scheduler tick failed")
+            self._wake.wait(self.settings.poll_s)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        """One look at the queue: forget exited drivers, resume orphaned running sweeps, start pending ones."""
+        for sweep_id, child in list(self.children.items()):
+            if child.poll() is not None:
+                log.info("driver of sweep %d exited with %s", sweep_id, child.returncode)
+                del self.children[sweep_id]
+        now = datetime.now(UTC)
+        busy = set(self.children)
+        orphans = []
+        for sweep in self._all("running"):
+            if sweep.id in busy:
+                continue
+            if _driver_alive(sweep, now):
+                busy.add(sweep.id)  # driven elsewhere: it still takes a slot
+            else:
+                orphans.append(sweep)
+        for sweep in [*orphans, *self._all("pending")]:
+            if len(busy) >= self.settings.max_concurrent_sweeps or self._stop.is_set():
+                return
+            self._spawn(sweep.id)
+            busy.add(sweep.id)
+
+    def _all(self, status: str) -> list[SweepRecord]:
+        out: list[SweepRecord] = []
+        while True:
+            page, count = self.store.list_sweeps(status=status, offset=len(out), limit=500)  # type: ignore[arg-type]
+            out += page
+            if not page or len(out) >= count:
+                return out
+
+    def _spawn(self, sweep_id: int) -> None:
+        env = dict(os.environ)
+        env["WDGRID_DATABASE_URL"] = self.store.url
+        if self.settings.data_dir is not None:
+            env["WDGRID_DATA_DIR"] = str(self.settings.data_dir)
+        if self.settings.ray_address:
+            env["RAY_ADDRESS"] = self.settings.ray_address
+        with (self.log_dir / f"sweep-{sweep_id}.log").open("ab") as out:
+            self.children[sweep_id] = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "drive", str(sweep_id)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() takes its embedded Ray down with it
+            )
+        log.info("sweep %d: driver started (pid %d)", sweep_id, self.children[sweep_id].pid)

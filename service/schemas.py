@@ -1,0 +1,192 @@
+"""What the API returns: one schema family per resource, frozen, unknown keys rejected. Units are in every field's
+description (they become the OpenAPI docs at ``/docs``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from results import AttemptRecord, EpochRecord, SweepRecord, TrialRecord, TrialStatus
+
+__all__ = [
+    "AttemptPublic",
+    "EpochPublic",
+    "PresetPublic",
+    "SweepPublic",
+    "SweepsPublic",
+    "TrialDetail",
+    "TrialPublic",
+    "TrialsPublic",
+]
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SweepPublic(_Public):
+    id: int
+    name: str
+    fingerprint: str = Field(description="sha256 of the canonical spec: equal specs have equal fingerprints.")
+    status: Literal["pending", "running", "completed", "failed", "cancelled"]
+    created_at: datetime = Field(description="UTC.")
+    started_at: datetime | None = Field(description="UTC; when a driver first ran it.")
+    finished_at: datetime | None = Field(description="UTC.")
+    error: str | None
+    counts: dict[TrialStatus, int] = Field(description="Trials (cells) in each status.")
+    n_cells: int = Field(description="Cells of the sweep: optimizers × seeds × α × λ.")
+    progress: float = Field(description="Finished (completed, diverged or failed) cells / cells, 0..1.")
+    elapsed_s: float | None = Field(description="Seconds since it started (to its end once finished).")
+    eta_s: float | None = Field(description="Seconds left at the rate so far; null until a cell has finished.")
+    spec: dict[str, Any] = Field(description="The spec as submitted (λ raw per step unless weight_decay_units says).")
+
+    @classmethod
+    def of(cls, sweep: SweepRecord, counts: dict[TrialStatus, int], now: datetime) -> SweepPublic:
+        total = sum(counts.values())
+        done = counts["completed"] + counts["diverged"] + counts["failed"]
+        elapsed = None
+        if sweep.started_at is not None:
+            elapsed = ((sweep.finished_at or now) - sweep.started_at).total_seconds()
+        eta = None
+        if sweep.status == "running" and elapsed is not None and done:
+            eta = elapsed / done * (total - done)
+        elif sweep.status == "completed":
+            eta = 0.0
+        return cls(
+            id=sweep.id,
+            name=sweep.name,
+            fingerprint=sweep.fingerprint,
+            status=sweep.status,
+            created_at=sweep.created_at,
+            started_at=sweep.started_at,
+            finished_at=sweep.finished_at,
+            error=sweep.error,
+            counts=counts,
+            n_cells=total,
+            progress=done / total if total else 0.0,
+            elapsed_s=elapsed,
+            eta_s=eta,
+            spec=sweep.spec,
+        )
+
+
+class SweepsPublic(_Public):
+    data: list[SweepPublic]
+    count: int = Field(description="All sweeps that match the filter (not only this page).")
+
+
+class TrialPublic(_Public):
+    id: int
+    cell_id: str = Field(description="Stable id of the training run (the same in every sweep).")
+    bundle_id: str
+    optimizer: str
+    lr: float = Field(description="α, the base learning rate.")
+    weight_decay: float = Field(description="λ, raw, per optimizer step (what the optimizer used).")
+    weight_decay_given: float = Field(description="λ as the spec gave it (raw, or λ_norm when normalized).")
+    seed: int
+    status: TrialStatus
+    attempts: int = Field(description="Claims of this cell so far (retries and resumes included).")
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    test_error: float | None = Field(description="Final top-1 test error, percent.")
+    train_error: float | None = Field(description="Final train error over the last epoch's batches, percent.")
+    test_loss: float | None = Field(description="Final mean test cross-entropy.")
+    train_loss: float | None = Field(description="Final mean train cross-entropy (last epoch).")
+    wall_time_s: float | None = Field(description="Training seconds.")
+    epochs_done: int | None
+    device: str | None
+    host: str | None
+    git_sha: str | None
+
+    @classmethod
+    def of(cls, t: TrialRecord) -> TrialPublic:
+        f = t.final
+        return cls(
+            id=t.id,
+            cell_id=t.cell_id,
+            bundle_id=t.bundle_id,
+            optimizer=t.optimizer,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            weight_decay_given=t.weight_decay_given,
+            seed=t.seed,
+            status=t.status,
+            attempts=t.attempts,
+            started_at=t.started_at,
+            finished_at=t.finished_at,
+            error=t.error,
+            test_error=f.test_error if f else None,
+            train_error=f.train_error if f else None,
+            test_loss=f.test_loss if f else None,
+            train_loss=f.train_loss if f else None,
+            wall_time_s=f.wall_time_s if f else None,
+            epochs_done=f.epochs_done if f else None,
+            device=t.provenance.device,
+            host=t.provenance.host,
+            git_sha=t.provenance.git_sha,
+        )
+
+
+class TrialsPublic(_Public):
+    data: list[TrialPublic]
+    count: int
+
+
+class EpochPublic(_Public):
+    attempt: int
+    epoch: int = Field(description="1-based.")
+    train_loss: float | None
+    train_error: float | None = Field(description="Percent.")
+    test_loss: float | None
+    test_error: float | None = Field(description="Top-1, percent.")
+    eta: float | None = Field(description="η_t, the schedule multiplier, at the epoch's last step.")
+    wall_time_s: float | None = Field(description="Seconds of training since the attempt started.")
+
+    @classmethod
+    def of(cls, e: EpochRecord) -> EpochPublic:
+        return cls(
+            attempt=e.attempt,
+            epoch=e.epoch,
+            train_loss=e.train_loss,
+            train_error=e.train_error,
+            test_loss=e.test_loss,
+            test_error=e.test_error,
+            eta=e.eta,
+            wall_time_s=e.wall_time_s,
+        )
+
+
+class AttemptPublic(_Public):
+    attempt: int
+    status: str = Field(description="running, completed, diverged, failed, lost (driver or lease gone), cancelled.")
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    host: str | None
+    node: str | None = Field(description="Ray node id.")
+
+    @classmethod
+    def of(cls, a: AttemptRecord) -> AttemptPublic:
+        return cls(
+            attempt=a.attempt,
+            status=a.status,
+            started_at=a.started_at,
+            finished_at=a.finished_at,
+            error=a.error,
+            host=a.host,
+            node=a.node,
+        )
+
+
+class TrialDetail(TrialPublic):
+    config: dict[str, Any] = Field(description="The resolved training config the worker ran.")
+    attempts_detail: list[AttemptPublic]
+    epochs: list[EpochPublic] = Field(description="Every attempt's epochs, by attempt then epoch.")
+
+
+class PresetPublic(_Public):
+    name: str
+    description: str

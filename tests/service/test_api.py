@@ -1,0 +1,210 @@
+"""The REST controller as users meet it: a real ``wdgrid serve`` (uvicorn) on loopback with a bearer token, a real
+SQLite store and real sweep drivers on embedded Ray; httpx as the client. Submit, poll to completion, download every
+view, cancel, bad input, and a restart mid-sweep that still finishes every cell exactly once."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from results import Storage
+from tests.factories import spec_data
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    db: str
+    folder: Path
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(folder: Path, db: str, token: str) -> Server:
+    port = free_port()
+    env = {**os.environ, "WDGRID_DATABASE_URL": db, "WDGRID_API_TOKEN": token, "WDGRID_PORT": str(port)}
+    env |= {"WDGRID_POLL_S": "0.5", "WDGRID_MAX_CONCURRENT_SWEEPS": "1"}
+    with (folder / "serve.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = Server(f"http://127.0.0.1:{port}", token, db, folder, process)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (folder / "serve.log").read_text()[-3000:]
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("the server did not answer within 60 s")
+
+
+def stop_server(server: Server) -> float:
+    """SIGTERM, as a process manager stops it; returns how long it took to exit."""
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=30)
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("server")
+    s = start_server(folder, f"sqlite:///{folder / 'wdgrid.db'}", secrets.token_hex(16))
+    yield s
+    assert stop_server(s) < 15
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught (exit status -15)
+    assert s.process.returncode in (0, -signal.SIGTERM), (folder / "serve.log").read_text()[-3000:]
+    assert "Application shutdown complete" in (folder / "serve.log").read_text()
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_health_is_open_and_everything_else_needs_the_token(server: Server):
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["database"] == "ok"
+    assert httpx.get(f"{server.url}/sweeps").status_code == 401
+    assert httpx.get(f"{server.url}/sweeps", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{server.url}/presets").status_code == 401
+    with server.client() as c:
+        assert {p["name"] for p in c.get("/presets").json()} >= {"smoke", "cpu-fig2"}
+
+
+def test_bad_input_is_a_422_or_404_naming_what_is_wrong(server: Server):
+    with server.client() as c:
+        r = c.post("/sweeps", json={"preset": "smoke", "epochs": 0})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "epochs"]
+        r = c.post("/sweeps", json={"preset": "nope"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "preset"]
+        r = c.post("/sweeps", json=spec_data(colour="blue"))
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "colour"]
+        r = c.post("/sweeps", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422
+        r = c.post("/sweeps", json=[1, 2])
+        assert r.status_code == 422
+        assert c.get("/sweeps/999").status_code == 404
+        assert c.get("/sweeps/0").status_code == 422
+        assert c.get("/sweeps", params={"status": "sleeping"}).status_code == 422
+        assert c.get("/sweeps/1/grid.csv", params={"optimizer": "rmsprop"}).status_code in (404, 422)
+
+
+def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: Server):
+    with server.client() as c:
+        r = c.post("/sweeps", json={"preset": "smoke"}, headers={"Idempotency-Key": "smoke-1"})
+        assert r.status_code == 201
+        sweep = r.json()
+        assert r.headers["location"] == f"/sweeps/{sweep['id']}" and sweep["n_cells"] == 8
+        again = c.post("/sweeps", json={"preset": "smoke"}, headers={"Idempotency-Key": "smoke-1"})
+        assert again.json()["id"] == sweep["id"]  # a retried POST: the same sweep
+        done = wait_for(
+            lambda: (s := c.get(f"/sweeps/{sweep['id']}").json())["status"] in ("completed", "failed") and s,
+            240,
+            "the smoke sweep",
+        )
+        assert done["status"] == "completed" and done["progress"] == 1.0 and done["counts"]["completed"] == 8
+        assert done["elapsed_s"] > 0 and done["eta_s"] == 0.0
+        listed = c.get("/sweeps", params={"status": "completed"}).json()
+        assert sweep["id"] in [s["id"] for s in listed["data"]]
+
+        grid = c.get(f"/sweeps/{sweep['id']}/grid.csv", params={"optimizer": "sgd"})
+        assert grid.status_code == 200 and grid.headers["content-type"].startswith("text/csv")
+        lines = grid.text.strip().splitlines()
+        assert lines[0] == "lr\\weight_decay,0.0,0.0005" and len(lines) == 3
+        n = c.get(f"/sweeps/{sweep['id']}/grid.csv", params={"optimizer": "adamw", "metric": "n"}).text
+        assert n.strip().splitlines()[1].endswith(",1.0,1.0") or n.strip().splitlines()[1].endswith(",1,1")
+        trials_csv = c.get(f"/sweeps/{sweep['id']}/trials.csv").text.strip().splitlines()
+        assert len(trials_csv) == 1 + 8
+        epochs_csv = c.get(f"/sweeps/{sweep['id']}/epochs.csv").text.strip().splitlines()
+        assert len(epochs_csv) == 1 + 8 * 2
+        png = c.get(f"/sweeps/{sweep['id']}/heatmap.png")
+        assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert c.get(f"/sweeps/{sweep['id']}/separability").status_code == 409  # sgd without sgdw: no pair
+
+        trials = c.get(f"/sweeps/{sweep['id']}/trials", params={"optimizer": "adamw", "limit": 3}).json()
+        assert trials["count"] == 4 and len(trials["data"]) == 3
+        assert {t["optimizer"] for t in trials["data"]} == {"adamw"}
+        one = c.get(f"/sweeps/{sweep['id']}/trials/{trials['data'][0]['id']}").json()
+        assert [e["epoch"] for e in one["epochs"]] == [1, 2] and one["attempts_detail"][0]["status"] == "completed"
+        assert one["test_error"] == one["epochs"][-1]["test_error"] and one["config"]["optimizer"] == "adamw"
+
+
+def long_spec(epochs: int) -> dict[str, Any]:
+    grids = [{"optimizer": "sgd", "lr": [0.01, 0.02, 0.03, 0.04], "weight_decay": [0.0]}]
+    return spec_data(name="long", epochs=epochs, seeds=[0], grids=grids)
+
+
+def counts(c: httpx.Client, sweep_id: int) -> dict[str, int]:
+    result: dict[str, int] = c.get(f"/sweeps/{sweep_id}").json()["counts"]
+    return result
+
+
+def test_cancel_stops_a_running_sweep_and_resume_requeues_it(server: Server):
+    with server.client() as c:
+        sweep_id = c.post("/sweeps", json=long_spec(300)).json()["id"]
+        wait_for(lambda: counts(c, sweep_id)["running"] > 0, 120, "cells to start")
+        cancelled = c.post(f"/sweeps/{sweep_id}/cancel").json()
+        assert cancelled["status"] == "cancelled" and cancelled["counts"]["running"] == 0
+        assert c.post(f"/sweeps/{sweep_id}/cancel").status_code == 200  # again: nothing changes
+        with Storage(server.db, migrate=False) as store:  # the driver lets go of the sweep within seconds
+            wait_for(lambda: store.get_sweep(sweep_id).driver is None, 15, "the driver to stop")
+        resumed = c.post(f"/sweeps/{sweep_id}/resume").json()
+        assert resumed["status"] in ("pending", "running") and resumed["counts"]["cancelled"] == 0
+        c.post(f"/sweeps/{sweep_id}/cancel")  # do not train 300 epochs: leave the queue free
+
+
+def test_a_restarted_server_finishes_a_running_sweep_with_every_cell_exactly_once(tmp_path: Path):
+    token = secrets.token_hex(16)
+    db = f"sqlite:///{tmp_path / 'wdgrid.db'}"
+    first = start_server(tmp_path, db, token)
+    with first.client() as c:
+        sweep_id = c.post("/sweeps", json=long_spec(40) | {"name": "restart"}).json()["id"]
+        wait_for(lambda: counts(c, sweep_id)["running"] > 0, 120, "cells to start")
+    assert stop_server(first) < 15  # SIGTERM mid-sweep: its driver goes down with it
+    with Storage(db, migrate=False) as store:
+        assert store.get_sweep(sweep_id).status == "running"
+    second = start_server(tmp_path, db, token)
+    try:
+        with second.client() as c:
+            done = wait_for(
+                lambda: (s := c.get(f"/sweeps/{sweep_id}").json())["status"] in ("completed", "failed") and s,
+                300,
+                "the sweep to finish after the restart",
+            )
+        assert done["status"] == "completed" and done["counts"]["completed"] == 4
+        with Storage(db, migrate=False) as store:
+            for t in store.trials(sweep_id)[0]:
+                statuses = [a.status for a in store.attempts(t.id)]
+                assert statuses.count("completed") == 1 and set(statuses) <= {"completed", "lost"}
+                assert [e.epoch for e in store.epochs(t.id, attempt=t.attempts)] == list(range(1, 41))
+    finally:
+        stop_server(second)
