@@ -4,6 +4,7 @@ view, cancel, bad input, and a restart mid-sweep that still finishes every cell 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -208,3 +209,48 @@ def test_a_restarted_server_finishes_a_running_sweep_with_every_cell_exactly_onc
                 assert [e.epoch for e in store.epochs(t.id, attempt=t.attempts)] == list(range(1, 41))
     finally:
         stop_server(second)
+
+
+def cli(
+    server: Server, *args: str, token: str | None = None, url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WDGRID_URL": url or server.url, "WDGRID_TOKEN": token or server.token, "COLUMNS": "150"}
+    wdgrid = Path(sys.executable).parent / "wdgrid"
+    return subprocess.run([str(wdgrid), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_cli_client_talks_to_the_server(server: Server, tmp_path: Path):
+    with server.client() as c:
+        smoke = next(s for s in c.get("/sweeps", params={"status": "completed"}).json()["data"] if s["name"] == "smoke")
+    sid = str(smoke["id"])
+    status = cli(server, "status", sid)
+    assert status.returncode == 0 and f"sweep {sid} 'smoke' completed: 8/8 cells finished" in status.stdout
+    watched = cli(server, "status", sid, "--watch")
+    assert watched.returncode == 0 and "8/8" in watched.stdout
+    table = cli(server, "trials", sid, "--optimizer", "sgd")
+    assert table.returncode == 0 and "4 trials" in table.stdout and "completed" in table.stdout
+    grid = cli(server, "download", sid, "--what", "grid", "--optimizer", "sgd")
+    assert grid.returncode == 0 and grid.stdout.startswith("lr\\weight_decay,0.0,0.0005")
+    png = cli(server, "download", sid, "--what", "heatmap", "-o", str(tmp_path / "h.png"))
+    assert png.returncode == 0 and (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli(server, "download", sid, "--what", "epochs", "-o", str(tmp_path / "e.csv")).returncode == 0
+    assert len((tmp_path / "e.csv").read_text().splitlines()) == 1 + 16
+
+    (tmp_path / "spec.json").write_text(json.dumps(long_spec(300) | {"name": "to cancel"}))
+    submitted = cli(server, "submit", str(tmp_path / "spec.json"))
+    assert submitted.returncode == 0 and submitted.stdout.startswith("submitted sweep ")
+    new_id = submitted.stdout.split()[2]
+    cancelled = cli(server, "cancel", new_id)
+    assert cancelled.returncode == 0 and f"sweep {new_id} 'to cancel' cancelled" in cancelled.stdout
+
+    # every failure is one line on stderr
+    for args, kwargs, message in [
+        (("status", sid), {"token": "wrong"}, "401"),
+        (("status", "999"), {}, "404 no sweep with id 999"),
+        (("submit", "--preset", "nope"), {}, "422 body.preset: unknown preset 'nope'"),
+        (("status", sid), {"url": "http://127.0.0.1:9"}, "cannot reach http://127.0.0.1:9"),
+        (("download", sid, "--what", "everything"), {}, "--what must be one of"),
+    ]:
+        result = cli(server, *args, **kwargs)
+        assert result.returncode != 0, args
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
