@@ -642,6 +642,69 @@ class Storage:
                 .execution_options(synchronize_session=False)
             )
 
+    def reuse_finished(self, sweep_id: int) -> dict[int, int]:
+        """Fill the sweep's pending trials from finished trials of earlier sweeps with the same fingerprint (the
+        same cell ids: the same training runs), in one transaction: the earliest finished trial of each cell lends
+        its status, final metrics, provenance and its last attempt's epochs, stored as this trial's attempt 1 (an
+        attempt row says where they came from). Returns {source sweep id: cells reused}."""
+        with self._session(write=True) as s:
+            target = self._get_sweep(s, sweep_id)
+            pending = {
+                t.cell_id: t
+                for t in s.scalars(select(TrialRow).where(TrialRow.sweep_id == sweep_id, TrialRow.status == "pending"))
+            }
+            if not pending:
+                return {}
+            sources: dict[str, TrialRow] = {}
+            for t in s.scalars(
+                select(TrialRow)
+                .join(SweepRow, SweepRow.id == TrialRow.sweep_id)
+                .where(
+                    SweepRow.fingerprint == target.fingerprint,
+                    TrialRow.sweep_id != sweep_id,
+                    TrialRow.status.in_(FINISHED),
+                )
+                .order_by(TrialRow.finished_at, TrialRow.id)
+            ):
+                if t.cell_id in pending:
+                    sources.setdefault(t.cell_id, t)
+            now, used = self._now(), dict[int, int]()
+            copied = [
+                *("status", "final_test_error", "final_train_error", "final_test_loss", "final_train_loss"),
+                *("wall_time_s", "epochs_done", "git_sha", "package_versions", "device", "host"),
+            ]
+            for cell_id, src in sources.items():
+                dst = pending[cell_id]
+                for name in copied:
+                    setattr(dst, name, getattr(src, name))
+                dst.attempts, dst.started_at, dst.finished_at = 1, src.started_at, src.finished_at
+                s.add(
+                    AttemptRow(
+                        trial_id=dst.id,
+                        attempt=1,
+                        status=src.status,
+                        started_at=now,
+                        finished_at=now,
+                        error=f"reused: trial {src.id} of sweep {src.sweep_id}, attempt {src.attempts}",
+                    )
+                )
+                epochs = s.scalars(
+                    select(EpochRow).where(EpochRow.trial_id == src.id, EpochRow.attempt == src.attempts)
+                ).all()
+                if epochs:
+                    s.execute(
+                        insert(EpochRow),
+                        [
+                            {"trial_id": dst.id, "attempt": 1, "epoch": e.epoch}
+                            | {c: getattr(e, c) for c in _EPOCH_COLUMNS}
+                            for e in epochs
+                        ],
+                    )
+                used[src.sweep_id] = used.get(src.sweep_id, 0) + 1
+            if used:
+                log.info("sweep %d: %d finished cells reused from sweeps %s", sweep_id, sum(used.values()), used)
+            return used
+
     # --- Sweeps: the driver that runs one -------------------------------------------------------------------------
     def acquire_sweep(
         self,

@@ -14,6 +14,7 @@ __all__ = [
     "AttemptPublic",
     "EpochPublic",
     "PresetPublic",
+    "SweepCreated",
     "SweepPublic",
     "SweepsPublic",
     "TrialDetail",
@@ -70,6 +71,13 @@ class SweepPublic(_Public):
             eta_s=eta,
             spec=sweep.spec,
         )
+
+
+class SweepCreated(SweepPublic):
+    reused_cells: int = Field(
+        description="Cells filled from finished trials of earlier sweeps with the same fingerprint (not trained again)."
+    )
+    reused_from: dict[int, int] = Field(description="Earlier sweep id -> cells reused from it.")
 
 
 class SweepsPublic(_Public):

@@ -305,6 +305,31 @@ class TestStorageContract:
             )
         assert [e.epoch for e in store.epochs(a.id)] == [1]  # a's epoch 2 was rolled back with the conflict
 
+    def test_a_new_sweep_reuses_finished_cells_of_an_earlier_sweep_with_its_fingerprint(self, store: Storage):
+        spec = make_spec()
+        first = store.create_sweep(spec)
+        done = store.claim_trial(first.id, lease_seconds=60)
+        wild = store.claim_trial(first.id, lease_seconds=60)
+        assert done and wild
+        store.record_epochs(done.id, 1, [epoch_metrics(1), epoch_metrics(2, test_error=9.5)])
+        prov = Provenance(git_sha="abc", package_versions={"torch": "2"}, device="cpu", host="h")
+        final = FinalMetrics(test_error=9.5, epochs_done=2)
+        store.finish_trial(done.id, 1, "completed", final=final, provenance=prov)
+        store.finish_trial(wild.id, 1, "diverged", final=FinalMetrics(epochs_done=0))
+        other = store.create_sweep(make_spec(seeds=[7]))  # another fingerprint: never a source
+        second = store.create_sweep(spec.model_copy(update={"name": "again"}))
+        assert store.reuse_finished(other.id) == {}
+        assert store.reuse_finished(second.id) == {first.id: 2}
+        assert store.reuse_finished(second.id) == {}  # nothing pending is left to fill from there
+        by_cell = {t.cell_id: t for t in store.trials(second.id)[0]}
+        copy = by_cell[done.cell_id]
+        assert (copy.status, copy.attempts, copy.final, copy.provenance) == ("completed", 1, final, prov)
+        assert [(e.attempt, e.epoch, e.test_error) for e in store.epochs(copy.id)] == [(1, 1, 55.0), (1, 2, 9.5)]
+        (attempt,) = store.attempts(copy.id)
+        assert attempt.error == f"reused: trial {done.id} of sweep {first.id}, attempt 1"
+        assert by_cell[wild.cell_id].status == "diverged"
+        assert store.status_counts(second.id)["pending"] == spec.n_cells() - 2
+
     def test_one_driver_at_a_time_and_a_dead_ones_trials_go_back_to_the_queue(self, store: Storage, clock: Clock):
         sweep = store.create_sweep(make_spec())
         assert store.acquire_sweep(sweep.id, "host:1:a", lease_seconds=30) == 0

@@ -158,6 +158,16 @@ def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: S
         assert [e["epoch"] for e in one["epochs"]] == [1, 2] and one["attempts_detail"][0]["status"] == "completed"
         assert one["test_error"] == one["epochs"][-1]["test_error"] and one["config"]["optimizer"] == "adamw"
 
+        # the same spec again: its 8 finished cells are reused, not retrained; the sweep completes on its own
+        reused = c.post("/sweeps", json={"preset": "smoke"}).json()
+        assert reused["id"] != sweep["id"] and reused["reused_cells"] == 8
+        assert reused["reused_from"] == {str(sweep["id"]): 8} and reused["counts"]["completed"] == 8
+        assert c.get(f"/sweeps/{reused['id']}/grid.csv", params={"optimizer": "sgd"}).text == grid.text
+        wait_for(lambda: c.get(f"/sweeps/{reused['id']}").json()["status"] == "completed", 120, "the reused sweep")
+        fresh = c.post("/sweeps", json={"preset": "smoke"}, params={"reuse": "false"}).json()
+        assert fresh["reused_cells"] == 0 and fresh["counts"]["pending"] == 8
+        c.post(f"/sweeps/{fresh['id']}/cancel")
+
 
 def long_spec(epochs: int) -> dict[str, Any]:
     grids = [{"optimizer": "sgd", "lr": [0.01, 0.02, 0.03, 0.04], "weight_decay": [0.0]}]

@@ -1,0 +1,60 @@
+"""The controller's settings: from the environment, checked before anything starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+WDGRID = Path(sys.executable).parent / "wdgrid"
+
+
+def test_defaults_and_environment(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("WDGRID_") or name == "RAY_ADDRESS":
+            monkeypatch.delenv(name)
+    s = Settings()
+    assert (s.host, s.port, s.max_concurrent_sweeps, s.api_token, s.ray_address) == ("127.0.0.1", 8000, 1, None, None)
+    monkeypatch.setenv("RAY_ADDRESS", "head:6380")
+    monkeypatch.setenv("WDGRID_MAX_CONCURRENT_SWEEPS", "3")
+    monkeypatch.setenv("WDGRID_API_TOKEN", "t" * 16)
+    s = Settings()
+    assert (s.ray_address, s.max_concurrent_sweeps) == ("head:6380", 3)
+    assert s.api_token is not None and s.api_token.get_secret_value() == "t" * 16
+    assert "t" * 16 not in repr(s)  # a secret never lands in a log line
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WDGRID_HOST": "0.0.0.0"}, "set WDGRID_API_TOKEN"),
+        ({"WDGRID_HOST": "example.org"}, "set WDGRID_API_TOKEN"),
+        ({"WDGRID_API_TOKEN": "short"}, "at least 16 characters"),
+        ({"WDGRID_PORT": "0"}, "greater than or equal to 1"),
+        ({"WDGRID_MAX_CONCURRENT_SWEEPS": "many"}, "valid integer"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_problem(monkeypatch, env, message):
+    for name in list(os.environ):
+        if name.startswith("WDGRID_"):
+            monkeypatch.delenv(name)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+def test_serve_refuses_a_public_address_without_a_token_in_one_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WDGRID_")} | {"WDGRID_HOST": "0.0.0.0"}
+    result = subprocess.run([str(WDGRID), "serve"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "wdgrid: bad setting: WDGRID_HOST=0.0.0.0 is reachable from other machines: set WDGRID_API_TOKEN (or bind "
+        "127.0.0.1)"
+    ]
