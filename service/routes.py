@@ -160,8 +160,8 @@ def get_trial(store: StoreDep, sweep: SweepDep, trial_id: int) -> TrialDetail:
     return TrialDetail(
         **TrialPublic.of(trial).model_dump(),
         config=trial.config,
-        attempts_detail=[AttemptPublic.of(a) for a in store.attempts(trial.id)],
-        epochs=[EpochPublic.of(e) for e in store.epochs(trial.id)],
+        attempts_detail=[AttemptPublic.model_validate(a) for a in store.attempts(trial.id)],
+        epochs=[EpochPublic.model_validate(e) for e in store.epochs(trial.id)],
     )
 
 

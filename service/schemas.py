@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from results import AttemptRecord, EpochRecord, SweepRecord, TrialRecord, TrialStatus
+from results import SweepRecord, TrialRecord, TrialStatus
 
 __all__ = [
     "AttemptPublic",
@@ -24,7 +24,8 @@ __all__ = [
 
 
 class _Public(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # from_attributes: the store's frozen records convert field by field (Model.model_validate(record)).
+    model_config = ConfigDict(frozen=True, extra="forbid", from_attributes=True)
 
 
 class SweepPublic(_Public):
@@ -153,19 +154,6 @@ class EpochPublic(_Public):
     eta: float | None = Field(description="η_t, the schedule multiplier, at the epoch's last step.")
     wall_time_s: float | None = Field(description="Seconds of training since the attempt started.")
 
-    @classmethod
-    def of(cls, e: EpochRecord) -> EpochPublic:
-        return cls(
-            attempt=e.attempt,
-            epoch=e.epoch,
-            train_loss=e.train_loss,
-            train_error=e.train_error,
-            test_loss=e.test_loss,
-            test_error=e.test_error,
-            eta=e.eta,
-            wall_time_s=e.wall_time_s,
-        )
-
 
 class AttemptPublic(_Public):
     attempt: int
@@ -175,18 +163,6 @@ class AttemptPublic(_Public):
     error: str | None
     host: str | None
     node: str | None = Field(description="Ray node id.")
-
-    @classmethod
-    def of(cls, a: AttemptRecord) -> AttemptPublic:
-        return cls(
-            attempt=a.attempt,
-            status=a.status,
-            started_at=a.started_at,
-            finished_at=a.finished_at,
-            error=a.error,
-            host=a.host,
-            node=a.node,
-        )
 
 
 class TrialDetail(TrialPublic):
