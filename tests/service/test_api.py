@@ -8,12 +8,10 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,52 +20,7 @@ import pytest
 
 from results import Storage
 from tests.factories import spec_data
-
-
-@dataclass
-class Server:
-    url: str
-    token: str
-    db: str
-    folder: Path
-    process: subprocess.Popen[bytes]
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(folder: Path, db: str, token: str) -> Server:
-    port = free_port()
-    env = {**os.environ, "WDGRID_DATABASE_URL": db, "WDGRID_API_TOKEN": token, "WDGRID_PORT": str(port)}
-    env |= {"WDGRID_POLL_S": "0.5", "WDGRID_MAX_CONCURRENT_SWEEPS": "1"}
-    with (folder / "serve.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = Server(f"http://127.0.0.1:{port}", token, db, folder, process)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (folder / "serve.log").read_text()[-3000:]
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError("the server did not answer within 60 s")
-
-
-def stop_server(server: Server) -> float:
-    """SIGTERM, as a process manager stops it; returns how long it took to exit."""
-    started = time.monotonic()
-    server.process.send_signal(signal.SIGTERM)
-    server.process.wait(timeout=30)
-    return time.monotonic() - started
+from tests.processes import Server, start_server, stop_server
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,9 @@ token and its trials land on both nodes; a node or a driver without the token is
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,57 +14,13 @@ import pytest
 
 from results import Storage
 from tests.factories import spec_data
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ray_start(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``ray start ... --block`` in a session of its own, so that the test can take down all it started."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [str(BIN / "ray"), "start", "--num-cpus=1", "--block", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def alive_nodes(address: str, env: dict[str, str]) -> int:
-    probe = f"import ray; ray.init(address={address!r}); print(sum(n['Alive'] for n in ray.nodes()))"
-    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
-    return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else 0
+from tests.processes import BIN, alive_nodes, two_node_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    logs = tmp_path_factory.mktemp("ray-logs")
-    port = free_port()  # not 6379: Redis may hold it
-    address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env.pop("RAY_ADDRESS", None)
-    nodes = [ray_start("--head", f"--port={port}", "--include-dashboard=false", env=env, log=logs / "head.log")]
-    try:
-        deadline = time.monotonic() + 60
-        while alive_nodes(address, env) < 1:
-            assert time.monotonic() < deadline, (logs / "head.log").read_text()[-2000:]
-            time.sleep(1)
-        nodes.append(ray_start(f"--address={address}", env=env, log=logs / "worker.log"))
-        while alive_nodes(address, env) < 2:
-            assert time.monotonic() < deadline, (logs / "worker.log").read_text()[-2000:]
-            time.sleep(1)
-        yield address, env
-    finally:
-        for node in reversed(nodes):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.pid, signal.SIGKILL)
-            node.wait(timeout=30)
+    with two_node_cluster(tmp_path_factory.mktemp("ray-logs")) as c:
+        yield c
 
 
 def test_trials_land_on_both_nodes_of_a_token_authenticated_cluster(cluster, tmp_path: Path):
