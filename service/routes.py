@@ -119,7 +119,7 @@ def list_sweeps(
 @router.get("/sweeps/{sweep_id}", response_model=SweepPublic, tags=["sweeps"])
 def get_sweep(store: StoreDep, sweep: SweepDep) -> SweepPublic:
     """A sweep's status, trial counts, progress, elapsed time and ETA."""
-    return _public(store, sweep.id)
+    return SweepPublic.of(sweep, store.status_counts(sweep.id), datetime.now(UTC))  # SweepDep already read it
 
 
 @router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic, tags=["sweeps"])

@@ -220,8 +220,11 @@ def run_sweep(
         counts = store.status_counts(sweep_id)
         return _summary(store, sweep_id, counts["completed"] + counts["diverged"], 0, 0, started, None)
 
-    init_ray(address)  # before taking the sweep: a cluster that cannot be joined leaves it as it was
-    gpus, slots = _trial_resources(o)
+    counts = store.status_counts(sweep_id)
+    gpus, slots = 0.0, 0
+    if counts["pending"] or counts["running"]:  # a sweep whose cells are all finished (e.g. reused) needs no Ray
+        init_ray(address)  # before taking the sweep: a cluster that cannot be joined leaves it as it was
+        gpus, slots = _trial_resources(o)
     driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     store.acquire_sweep(sweep_id, driver, lease_seconds=o.lease_seconds, holder_dead=holder_dead)
     tune_dir: Path | None = None
@@ -234,6 +237,9 @@ def run_sweep(
             _close(store, sweep_id)
             return _summary(store, sweep_id, reused, 0, 0, started, None)
 
+        if not slots:  # cells were re-queued (resumed) after the check above
+            init_ray(address)
+            gpus, slots = _trial_resources(o)
         _tune_environment()
         from ray import tune
 
