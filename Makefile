@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test
+.PHONY: install run demo test
 
 install: $(STAMP)
 
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# The service on 127.0.0.1:8000 (embedded Ray per sweep, SQLite file ./wdgrid.db); WDGRID_* variables configure it.
 run: install
+	$(BIN)/wdgrid serve
+
+# One small training run per optimizer on MNIST-1D, printed as a table (~10 s): a check that training works here.
+demo: install
 	$(BIN)/wdgrid demo
 
 test: install

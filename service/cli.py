@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import httpx
 
     from results import Storage
+    from service.settings import Settings
     from sweeps import SweepSpec
 
 app = typer.Typer(
@@ -286,7 +287,25 @@ def serve(
         message = first["msg"].removeprefix("Value error, ")
         raise _fail(f"bad setting {where}: {message}" if where else f"bad setting: {message}") from None
     os.environ.setdefault("WDGRID_DATABASE_URL", settings.database_url)
+    typer.echo(_serve_banner(settings))
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _serve_banner(settings: Settings) -> str:
+    """What `wdgrid serve` is about to do, in three lines: where, with what, and a first request to try."""
+    from sqlalchemy.engine import make_url
+
+    store = make_url(settings.database_url).render_as_string(hide_password=True)
+    ray = f"the Ray cluster at {settings.ray_address}" if settings.ray_address else "an embedded Ray per sweep"
+    slots = settings.max_concurrent_sweeps
+    running = f"{slots} sweep{'s' if slots != 1 else ''} at once" if slots else "the queue PAUSED (0 sweeps at once)"
+    base = f"http://{settings.host}:{settings.port}"
+    auth = ' -H "Authorization: Bearer $WDGRID_API_TOKEN"' if settings.api_token else ""
+    return (
+        f"wdgrid {version('wdgrid')}: results in {store}; sweeps train on {ray}, {running}.\n"
+        f"API docs: {base}/docs   CLI: WDGRID_URL={base} wdgrid submit --preset smoke\n"
+        f"Try: curl -X POST {base}/sweeps{auth} -H 'Content-Type: application/json' -d '{{\"preset\": \"smoke\"}}'"
+    )
 
 
 # --- The client: talks to a running controller ($WDGRID_URL, token from $WDGRID_TOKEN) ----------------------------

@@ -4,7 +4,7 @@ and the sweep of a ``/sweeps/{sweep_id}/...`` path (404 when there is none)."""
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,7 +13,11 @@ from results import NotFoundError, Storage, SweepRecord
 from service.scheduler import Scheduler
 from service.settings import Settings
 
-__all__ = ["SchedulerDep", "SettingsDep", "StoreDep", "SweepDep", "require_token"]
+__all__ = ["MAX_ID", "SchedulerDep", "SettingsDep", "StoreDep", "SweepDep", "require_token"]
+
+# Ids and offsets are 32-bit integers in the store (PostgreSQL INTEGER): a larger number in a path or query is a 422,
+# not a database overflow.
+MAX_ID: Final = 2**31 - 1
 
 
 def get_settings(request: Request) -> Settings:
@@ -52,7 +56,7 @@ def require_token(
 
 
 def get_sweep_or_404(
-    store: StoreDep, sweep_id: Annotated[int, Path(ge=1, description="The sweep's id.")]
+    store: StoreDep, sweep_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The sweep's id.")]
 ) -> SweepRecord:
     try:
         return store.get_sweep(sweep_id)

@@ -18,6 +18,7 @@ from results import ConflictError, NotFoundError, Storage, TransitionError
 from service.deps import SettingsDep, StoreDep
 from service.routes import router
 from service.scheduler import Scheduler
+from service.schemas import spec_body_schemas
 from service.settings import Settings
 from sweeps import UnknownPresetError
 
@@ -71,7 +72,31 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         return JSONResponse(checks | {"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
 
     _errors(app)
+    _document_spec_body(app)
     return app
+
+
+def _document_spec_body(app: FastAPI) -> None:
+    """Give ``POST /sweeps`` the spec's JSON schema in the OpenAPI document. The route takes a plain object because
+    a preset's overrides can only be validated once merged into the preset (``routes._spec_from``); the document
+    still says exactly what may be sent: a ``SweepSpec`` or a ``PresetSubmission``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()  # FastAPI's own, cached on the app: amended once, in place
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            body = spec_body_schemas()
+            if clash := body.keys() & components.keys():
+                raise RuntimeError(f"spec schemas clash with the API's own: {sorted(clash)}")
+            components.update(body)
+            content = document["paths"]["/sweeps"]["post"]["requestBody"]["content"]["application/json"]
+            content["schema"] = {
+                "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in ("SweepSpec", "PresetSubmission")]
+            }
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to amend the document
 
 
 def _ray_reachable(address: str | None) -> str:

@@ -12,15 +12,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Response, status
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from results import NotFoundError, TrialStatus
-from service.deps import SchedulerDep, StoreDep, SweepDep, require_token
+from service.deps import MAX_ID, SchedulerDep, StoreDep, SweepDep, require_token
 from service.schemas import (
     AttemptPublic,
+    ComparisonPublic,
     EpochPublic,
     PresetPublic,
+    Problem,
+    SeparabilityPublic,
+    SeparabilityValues,
     SweepCreated,
     SweepPublic,
     SweepsPublic,
@@ -32,8 +37,12 @@ from sweeps import SweepSpec, list_presets, load_preset
 
 __all__ = ["router"]
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(
+    dependencies=[Depends(require_token)],
+    responses={401: {"model": Problem, "description": "Missing or wrong bearer token (the server has a token)."}},
+)
 
+TrialId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The trial's id.")]
 Metric = Literal["mean", "std", "n", "n_diverged"]
 OptimizerName = Literal["sgd", "sgdw", "adam", "adamw"]
 _CSV: dict[str, Any] = {"text/csv": {}}
@@ -41,6 +50,9 @@ _GRID_CACHE: dict[tuple[Any, ...], str] = {}  # oldest first; bounded by _GRID_C
 _GRID_CACHE_SIZE = 256
 _GRID_LOCK = threading.Lock()
 _PNG: dict[str, Any] = {"image/png": {}}
+# Error responses, documented per route (their bodies: service.schemas.Problem).
+_404: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such sweep, trial or grid."}}
+_409: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description": "Not possible in the sweep's state."}}
 
 
 def _public(store: Any, sweep_id: int) -> SweepPublic:
@@ -67,7 +79,16 @@ def _spec_from(body: dict[str, Any]) -> SweepSpec:
         raise RequestValidationError(errors) from None
 
 
-@router.post("/sweeps", status_code=status.HTTP_201_CREATED, response_model=SweepCreated, tags=["sweeps"])
+@router.post(
+    "/sweeps",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepCreated,
+    responses={
+        400: {"model": Problem, "description": "The body could not be read (not UTF-8)."},
+        409: {"model": Problem, "description": "The Idempotency-Key was used for another spec."},
+    },
+    tags=["sweeps"],
+)
 def create_sweep(
     store: StoreDep,
     scheduler: SchedulerDep,
@@ -107,7 +128,7 @@ def list_sweeps(
     status_: Annotated[
         Literal["pending", "running", "completed", "failed", "cancelled"] | None, Query(alias="status")
     ] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SweepsPublic:
     """Sweeps by id, optionally of one status, a page at a time."""
@@ -116,20 +137,20 @@ def list_sweeps(
     return SweepsPublic(data=[SweepPublic.of(s, store.status_counts(s.id), now) for s in page], count=count)
 
 
-@router.get("/sweeps/{sweep_id}", response_model=SweepPublic, tags=["sweeps"])
+@router.get("/sweeps/{sweep_id}", response_model=SweepPublic, responses=_404, tags=["sweeps"])
 def get_sweep(store: StoreDep, sweep: SweepDep) -> SweepPublic:
     """A sweep's status, trial counts, progress, elapsed time and ETA."""
     return SweepPublic.of(sweep, store.status_counts(sweep.id), datetime.now(UTC))  # SweepDep already read it
 
 
-@router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic, tags=["sweeps"])
+@router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic, responses=_404 | _409, tags=["sweeps"])
 def cancel_sweep(store: StoreDep, sweep: SweepDep) -> SweepPublic:
     """Cancel: unfinished cells become cancelled (a running driver stops within seconds); finished ones stay."""
     store.cancel_sweep(sweep.id)
     return _public(store, sweep.id)
 
 
-@router.post("/sweeps/{sweep_id}/resume", response_model=SweepPublic, tags=["sweeps"])
+@router.post("/sweeps/{sweep_id}/resume", response_model=SweepPublic, responses=_404 | _409, tags=["sweeps"])
 def resume_sweep(store: StoreDep, scheduler: SchedulerDep, sweep: SweepDep) -> SweepPublic:
     """Re-queue a failed or cancelled sweep's failed and cancelled cells; finished cells are kept."""
     store.resume_sweep(sweep.id)
@@ -137,13 +158,13 @@ def resume_sweep(store: StoreDep, scheduler: SchedulerDep, sweep: SweepDep) -> S
     return _public(store, sweep.id)
 
 
-@router.get("/sweeps/{sweep_id}/trials", response_model=TrialsPublic, tags=["trials"])
+@router.get("/sweeps/{sweep_id}/trials", response_model=TrialsPublic, responses=_404, tags=["trials"])
 def list_trials(
     store: StoreDep,
     sweep: SweepDep,
     optimizer: OptimizerName | None = None,
     status_: Annotated[TrialStatus | None, Query(alias="status")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TrialsPublic:
     """A sweep's trials (one per cell), optionally of one optimizer or status, a page at a time."""
@@ -151,8 +172,8 @@ def list_trials(
     return TrialsPublic(data=[TrialPublic.of(t) for t in page], count=count)
 
 
-@router.get("/sweeps/{sweep_id}/trials/{trial_id}", response_model=TrialDetail, tags=["trials"])
-def get_trial(store: StoreDep, sweep: SweepDep, trial_id: int) -> TrialDetail:
+@router.get("/sweeps/{sweep_id}/trials/{trial_id}", response_model=TrialDetail, responses=_404, tags=["trials"])
+def get_trial(store: StoreDep, sweep: SweepDep, trial_id: TrialId) -> TrialDetail:
     """One trial with its config, every attempt and every epoch's metrics."""
     trial = store.get_trial(trial_id)
     if trial.sweep_id != sweep.id:
@@ -170,7 +191,10 @@ def _optimizers(sweep: Any) -> list[str]:
 
 
 @router.get(
-    "/sweeps/{sweep_id}/grid.csv", response_class=Response, responses={200: {"content": _CSV}}, tags=["results"]
+    "/sweeps/{sweep_id}/grid.csv",
+    response_class=Response,
+    responses={200: {"content": _CSV}, **_404},
+    tags=["results"],
 )
 def grid_csv(store: StoreDep, sweep: SweepDep, optimizer: OptimizerName, metric: Metric = "mean") -> Response:
     """One optimizer's α × λ grid (α down the rows, λ raw per step across) of the final test error over seeds:
@@ -196,7 +220,10 @@ def grid_csv(store: StoreDep, sweep: SweepDep, optimizer: OptimizerName, metric:
 
 
 @router.get(
-    "/sweeps/{sweep_id}/trials.csv", response_class=Response, responses={200: {"content": _CSV}}, tags=["results"]
+    "/sweeps/{sweep_id}/trials.csv",
+    response_class=Response,
+    responses={200: {"content": _CSV}, **_404},
+    tags=["results"],
 )
 def trials_csv(store: StoreDep, sweep: SweepDep) -> Response:
     """Every trial, one row each: grid place, status, final metrics (percent, seconds), provenance."""
@@ -206,7 +233,10 @@ def trials_csv(store: StoreDep, sweep: SweepDep) -> Response:
 
 
 @router.get(
-    "/sweeps/{sweep_id}/epochs.csv", response_class=Response, responses={200: {"content": _CSV}}, tags=["results"]
+    "/sweeps/{sweep_id}/epochs.csv",
+    response_class=Response,
+    responses={200: {"content": _CSV}, **_404},
+    tags=["results"],
 )
 def epochs_csv(store: StoreDep, sweep: SweepDep) -> Response:
     """Every stored epoch of every attempt of every trial (errors in percent, η_t, wall time in seconds)."""
@@ -216,7 +246,10 @@ def epochs_csv(store: StoreDep, sweep: SweepDep) -> Response:
 
 
 @router.get(
-    "/sweeps/{sweep_id}/heatmap.png", response_class=Response, responses={200: {"content": _PNG}}, tags=["results"]
+    "/sweeps/{sweep_id}/heatmap.png",
+    response_class=Response,
+    responses={200: {"content": _PNG}, **_404},
+    tags=["results"],
 )
 def heatmap(store: StoreDep, sweep: SweepDep, optimizer: OptimizerName | None = None) -> Response:
     """Figure-2 heatmaps: one optimizer's, or (default) each L2 optimizer beside its decoupled twin when both ran."""
@@ -237,8 +270,10 @@ def heatmap(store: StoreDep, sweep: SweepDep, optimizer: OptimizerName | None = 
         return _file(path.read_bytes(), "image/png", f"sweep-{sweep.id}-heatmap.png")
 
 
-@router.get("/sweeps/{sweep_id}/separability", tags=["results"])
-def separability(store: StoreDep, sweep: SweepDep) -> dict[str, Any]:
+@router.get(
+    "/sweeps/{sweep_id}/separability", response_model=SeparabilityPublic, responses=_404 | _409, tags=["results"]
+)
+def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
     """Each L2 optimizer against its decoupled twin, seed by seed: coupling index, slope, interaction share, top-k
     correlation and the verdict in words (``results.separability``)."""
     from results import report, seed_grids
@@ -255,27 +290,29 @@ def separability(store: StoreDep, sweep: SweepDep) -> dict[str, Any]:
     except ValueError as exc:  # e.g. λ = 0 on an axis: the analysis is in log2
         raise HTTPException(status.HTTP_409_CONFLICT, f"cannot analyze sweep {sweep.id}: {exc}") from None
 
-    def numbers(by_seed: Any) -> dict[str, dict[str, float | None]]:
+    def values(by_seed: Any) -> dict[str, SeparabilityValues]:
         fields = ("coupling_index", "coupling_slope", "interaction_share", "topk_log_corr")
         return {
-            str(seed): {f: (v if math.isfinite(v := float(getattr(s, f))) else None) for f in fields}
+            str(seed): SeparabilityValues(
+                **{f: (v if math.isfinite(v := float(getattr(s, f))) else None) for f in fields}
+            )
             for seed, s in by_seed.items()
         }
 
-    return {
-        "comparisons": [
-            {
-                "l2": c.l2,
-                "decoupled": c.decoupled,
-                "coupled_seeds": c.coupled_seeds,
-                "n_seeds": c.n_seeds,
-                "verdict": c.verdict,
-                "l2_by_seed": numbers(c.l2_by_seed),
-                "decoupled_by_seed": numbers(c.decoupled_by_seed),
-            }
+    return SeparabilityPublic(
+        comparisons=[
+            ComparisonPublic(
+                l2=c.l2,
+                decoupled=c.decoupled,
+                coupled_seeds=c.coupled_seeds,
+                n_seeds=c.n_seeds,
+                verdict=c.verdict,
+                l2_by_seed=values(c.l2_by_seed),
+                decoupled_by_seed=values(c.decoupled_by_seed),
+            )
             for c in comparisons
         ]
-    }
+    )
 
 
 @router.get("/presets", response_model=list[PresetPublic], tags=["presets"])

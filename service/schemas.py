@@ -9,17 +9,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from results import SweepRecord, TrialRecord, TrialStatus
+from sweeps import SweepSpec, list_presets
 
 __all__ = [
     "AttemptPublic",
+    "ComparisonPublic",
     "EpochPublic",
     "PresetPublic",
+    "Problem",
+    "SeparabilityPublic",
+    "SeparabilityValues",
     "SweepCreated",
     "SweepPublic",
     "SweepsPublic",
     "TrialDetail",
     "TrialPublic",
     "TrialsPublic",
+    "spec_body_schemas",
 ]
 
 
@@ -174,3 +180,63 @@ class TrialDetail(TrialPublic):
 class PresetPublic(_Public):
     name: str
     description: str
+
+
+class Problem(_Public):
+    """Every error but a validation error (401, 404, 409): one sentence saying what is wrong."""
+
+    detail: str
+
+
+class SeparabilityValues(_Public):
+    """One seed's grid (``results.separability.Separability``); null where the statistic is undefined."""
+
+    coupling_index: float | None = Field(
+        description="r_λ / (r_λ + r_αλ): regret of moving α with λ fixed vs with α·λ fixed. 1 fully coupled, "
+        "1/3 an isotropic separable bowl."
+    )
+    coupling_slope: float | None = Field(
+        description="Slope of log2(best λ of a row) against log2 α over the near-best rows: ≈ −1 coupled, ≈ 0 not."
+    )
+    interaction_share: float | None = Field(
+        description="Share (0..1) of the grid's sum of squares the additive model f(α) + g(λ) leaves unexplained."
+    )
+    topk_log_corr: float | None = Field(
+        description="Pearson correlation of log2 α and log2 λ over the best cells: negative for a diagonal band."
+    )
+
+
+class ComparisonPublic(_Public):
+    l2: str = Field(description="The L2-regularized optimizer (sgd or adam).")
+    decoupled: str = Field(description="Its decoupled twin (sgdw or adamw).")
+    coupled_seeds: int = Field(description="Seeds on which the L2 grid has the larger coupling index.")
+    n_seeds: int = Field(description="Seeds compared (completed on both grids).")
+    verdict: str = Field(description="The result in words, every seed's values beside the mean.")
+    l2_by_seed: dict[str, SeparabilityValues] = Field(description="By seed (as a string).")
+    decoupled_by_seed: dict[str, SeparabilityValues] = Field(description="By seed (as a string).")
+
+
+class SeparabilityPublic(_Public):
+    comparisons: list[ComparisonPublic] = Field(description="One per L2 optimizer that ran beside its twin.")
+
+
+def spec_body_schemas() -> dict[str, Any]:
+    """The JSON schemas of ``POST /sweeps``'s body as OpenAPI components (refs ``#/components/schemas/...``):
+    ``SweepSpec`` with its parts, and ``PresetSubmission``: a preset's name with any of the spec's top-level fields
+    as overrides. The route validates the body itself (a preset's overrides are checked after merging them into the
+    preset), so these document it and let clients and fuzzers generate bodies; they never validate."""
+    spec = SweepSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    parts: dict[str, Any] = spec.pop("$defs", {})
+    preset = {
+        "title": "PresetSubmission",
+        "description": "A built-in sweep (GET /presets) by name; any other key is one of the spec's top-level fields "
+        "and replaces the preset's value, and the merged spec is validated as a whole.",
+        "type": "object",
+        "properties": {
+            "preset": {"type": "string", "enum": [p.name for p in list_presets()], "description": "Preset name."},
+            **spec["properties"],
+        },
+        "required": ["preset"],
+        "additionalProperties": False,
+    }
+    return {**parts, "SweepSpec": spec, "PresetSubmission": preset}

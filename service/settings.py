@@ -28,8 +28,10 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(default=8000, description="Port the API listens on.")
-    max_concurrent_sweeps: Annotated[int, Field(ge=1, le=64)] = Field(
-        default=1, description="Sweeps trained at once; the rest wait in FIFO order."
+    max_concurrent_sweeps: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=1,
+        description="Sweeps trained at once; the rest wait in FIFO order. 0 pauses the queue: sweeps are accepted and "
+        "wait (e.g. while the cluster is down for maintenance), running ones are not resumed until it is raised.",
     )
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token every route but /healthz and /readyz requires; required off loopback."

@@ -175,7 +175,7 @@ def _axis_kind(value: Any) -> str:
 # Discriminated by the input's shape, so that an error reports only the form that was meant (loc ... "list" or
 # ... "range"), not one failure per member of the union.
 Axis = Annotated[
-    Annotated[list[FiniteFloat], Tag("list")] | Annotated[LogRange, Tag("range")],
+    Annotated[list[FiniteFloat], Field(min_length=1), Tag("list")] | Annotated[LogRange, Tag("range")],
     Discriminator(_axis_kind),
 ]
 """An axis: an explicit list of numbers, or a :class:`LogRange`."""
@@ -194,8 +194,11 @@ class Grid(_Frozen):
     """
 
     optimizer: OptimizerName
-    lr: Axis
-    weight_decay: Axis
+    lr: Annotated[Axis, Field(description="α values (> 0): a list of numbers, or a LogRange.")]
+    weight_decay: Annotated[
+        Axis,
+        Field(description="λ values (≥ 0) in the sweep's weight_decay_units (raw: per optimizer step, as given)."),
+    ]
 
     @field_validator("lr", "weight_decay")
     @classmethod
@@ -268,17 +271,39 @@ class SweepSpec(_Frozen):
     ``name`` and ``description`` are for people; they do not enter the fingerprint. Everything else does.
     """
 
-    name: Annotated[str, Field(max_length=200)] = ""
-    description: Annotated[str, Field(max_length=4000)] = ""
-    dataset: DatasetName
-    model: ModelName
-    epochs: Annotated[int, Field(strict=True, ge=1)]
-    batch_size: Annotated[int, Field(strict=True, ge=1)]
-    schedule: Schedule
-    weight_decay_units: Literal["raw", "normalized"] = "raw"
-    seeds: Annotated[list[Annotated[int, Field(strict=True, ge=0, lt=2**32)]], Field(min_length=1)]
+    name: Annotated[str, Field(max_length=200, description="For people; not part of the fingerprint.")] = ""
+    description: Annotated[str, Field(max_length=4000, description="For people; not part of the fingerprint.")] = ""
+    dataset: Annotated[
+        DatasetName,
+        Field(
+            description="mnist1d and digits are generated or bundled; cifar10, cifar100, imagenet32 load from "
+            "WDGRID_DATA_DIR."
+        ),
+    ]
+    model: Annotated[ModelName, Field(description="The network every cell trains from its own seed's init.")]
+    epochs: Annotated[int, Field(strict=True, ge=1, description="Epochs each cell trains (T); capped by max_epochs.")]
+    batch_size: Annotated[int, Field(strict=True, ge=1, description="Examples per optimizer step (b).")]
+    schedule: Annotated[
+        Schedule, Field(description="η_t, the per-epoch multiplier of α (and of λ for the decoupled optimizers).")
+    ]
+    weight_decay_units: Annotated[
+        Literal["raw", "normalized"],
+        Field(
+            description="raw: each grid's λ is used per optimizer step as given; normalized: it is the paper's "
+            "λ_norm, converted to raw λ = λ_norm·√(b / (B·T)) (B: training examples, T: epochs or t_0)."
+        ),
+    ] = "raw"
+    seeds: Annotated[
+        list[Annotated[int, Field(strict=True, ge=0, lt=2**32)]],
+        Field(min_length=1, description="Seeds of initialization and batch order; each (α, λ) trains once per seed."),
+    ]
     # Declared after seeds: the cell cap in _check_grids needs them.
-    grids: Annotated[list[Grid], Field(min_length=1)]
+    grids: Annotated[
+        list[Grid],
+        Field(
+            min_length=1, description="One (α, λ) grid per optimizer; seeds × α × λ cells each, capped by max_cells."
+        ),
+    ]
 
     @field_validator("epochs")
     @classmethod

@@ -39,11 +39,14 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
 
-def start_server(folder: Path, db: str, token: str, env: dict[str, str] | None = None) -> Server:
-    """``python -m service.cli serve`` on a free loopback port; returns once ``/healthz`` answers."""
+def start_server(
+    folder: Path, db: str, token: str, env: dict[str, str] | None = None, settings: dict[str, str] | None = None
+) -> Server:
+    """``python -m service.cli serve`` on a free loopback port; returns once ``/healthz`` answers. ``settings``
+    (``WDGRID_*`` variables) override the defaults here: one sweep at a time, the queue looked at every 0.5 s."""
     port = free_port()
     full = {**(env or os.environ), "WDGRID_DATABASE_URL": db, "WDGRID_API_TOKEN": token, "WDGRID_PORT": str(port)}
-    full |= {"WDGRID_POLL_S": "0.5", "WDGRID_MAX_CONCURRENT_SWEEPS": "1"}
+    full |= {"WDGRID_POLL_S": "0.5", "WDGRID_MAX_CONCURRENT_SWEEPS": "1"} | (settings or {})
     with (folder / "serve.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve"], cwd=folder, env=full, stdout=log, stderr=subprocess.STDOUT

@@ -72,6 +72,29 @@ def test_bad_input_is_a_422_or_404_naming_what_is_wrong(server: Server):
         assert c.get("/sweeps/1/grid.csv", params={"optimizer": "rmsprop"}).status_code in (404, 422)
 
 
+def test_the_openapi_document_describes_the_sweep_body_and_errors(server: Server):
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    post = doc["paths"]["/sweeps"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {
+        "oneOf": [{"$ref": "#/components/schemas/SweepSpec"}, {"$ref": "#/components/schemas/PresetSubmission"}]
+    }
+    schemas = doc["components"]["schemas"]
+    spec = schemas["SweepSpec"]
+    assert set(spec["required"]) == {"dataset", "model", "epochs", "batch_size", "schedule", "seeds", "grids"}
+    undescribed = [k for k, v in spec["properties"].items() if not v.get("description")]
+    assert undescribed == [], "every spec field says what it is, with its unit"
+    assert "per optimizer step" in schemas["Grid"]["properties"]["weight_decay"]["description"]
+    preset = schemas["PresetSubmission"]
+    assert preset["required"] == ["preset"] and "smoke" in preset["properties"]["preset"]["enum"]
+    assert set(preset["properties"]) == {"preset", *spec["properties"]}  # overrides are the spec's own fields
+    every_ref = json.dumps(doc)
+    assert "#/$defs/" not in every_ref  # every reference resolves inside the document's components
+    assert {"201", "401", "409", "422"} <= set(post["responses"])
+    assert {"200", "401", "404", "422"} <= set(doc["paths"]["/sweeps/{sweep_id}/grid.csv"]["get"]["responses"])
+    assert doc["paths"]["/sweeps/{sweep_id}/separability"]["get"]["responses"]["200"]["content"]["application/json"]
+
+
 def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: Server):
     with server.client() as c:
         r = c.post("/sweeps", json={"preset": "smoke"}, headers={"Idempotency-Key": "smoke-1"})

@@ -38,6 +38,7 @@ def test_defaults_and_environment(monkeypatch):
         ({"WDGRID_API_TOKEN": "short"}, "at least 16 characters"),
         ({"WDGRID_PORT": "0"}, "greater than or equal to 1"),
         ({"WDGRID_MAX_CONCURRENT_SWEEPS": "many"}, "valid integer"),
+        ({"WDGRID_MAX_CONCURRENT_SWEEPS": "-1"}, "greater than or equal to 0"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_problem(monkeypatch, env, message):
