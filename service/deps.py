@@ -20,17 +20,20 @@ __all__ = ["MAX_ID", "SchedulerDep", "SettingsDep", "StoreDep", "SweepDep", "req
 MAX_ID: Final = 2**31 - 1
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies that only read app state are ``async def``: FastAPI runs a plain ``def`` dependency in its thread
+# pool, and four thread hops per request cost more than the route itself (bench/api.py). Anything that touches the
+# database stays ``def``.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> Storage:
+async def get_store(request: Request) -> Storage:
     store: Storage = request.app.state.store
     return store
 
 
-def get_scheduler(request: Request) -> Scheduler:
+async def get_scheduler(request: Request) -> Scheduler:
     scheduler: Scheduler = request.app.state.scheduler
     return scheduler
 
@@ -42,7 +45,7 @@ SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 _bearer = HTTPBearer(auto_error=False, description="WDGRID_API_TOKEN, when the server has one.")
 
 
-def require_token(
+async def require_token(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """With ``WDGRID_API_TOKEN`` set, every route but the health checks needs ``Authorization: Bearer <token>``."""
