@@ -42,6 +42,7 @@ router = APIRouter(
     responses={401: {"model": Problem, "description": "Missing or wrong bearer token (the server has a token)."}},
 )
 
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip (pagination).")]
 TrialId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The trial's id.")]
 Metric = Literal["mean", "std", "n", "n_diverged"]
 OptimizerName = Literal["sgd", "sgdw", "adam", "adamw"]
@@ -126,10 +127,11 @@ def create_sweep(
 def list_sweeps(
     store: StoreDep,
     status_: Annotated[
-        Literal["pending", "running", "completed", "failed", "cancelled"] | None, Query(alias="status")
+        Literal["pending", "running", "completed", "failed", "cancelled"] | None,
+        Query(alias="status", description="Only sweeps in this status."),
     ] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Offset = 0,
+    limit: Annotated[int, Query(ge=1, le=500, description="Sweeps per page.")] = 100,
 ) -> SweepsPublic:
     """Sweeps by id, optionally of one status, a page at a time."""
     page, count = store.list_sweeps(status=status_, offset=offset, limit=limit)
@@ -162,10 +164,10 @@ def resume_sweep(store: StoreDep, scheduler: SchedulerDep, sweep: SweepDep) -> S
 def list_trials(
     store: StoreDep,
     sweep: SweepDep,
-    optimizer: OptimizerName | None = None,
-    status_: Annotated[TrialStatus | None, Query(alias="status")] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    optimizer: Annotated[OptimizerName | None, Query(description="Only this optimizer's trials.")] = None,
+    status_: Annotated[TrialStatus | None, Query(alias="status", description="Only trials in this status.")] = None,
+    offset: Offset = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Trials per page.")] = 100,
 ) -> TrialsPublic:
     """A sweep's trials (one per cell), optionally of one optimizer or status, a page at a time."""
     page, count = store.trials(sweep.id, status=status_, optimizer=optimizer, offset=offset, limit=limit)
@@ -196,7 +198,14 @@ def _optimizers(sweep: Any) -> list[str]:
     responses={200: {"content": _CSV}, **_404},
     tags=["results"],
 )
-def grid_csv(store: StoreDep, sweep: SweepDep, optimizer: OptimizerName, metric: Metric = "mean") -> Response:
+def grid_csv(
+    store: StoreDep,
+    sweep: SweepDep,
+    optimizer: Annotated[OptimizerName, Query(description="Whose grid.")],
+    metric: Annotated[
+        Metric, Query(description="mean or std of the final test error (percent) over seeds, n, n_diverged.")
+    ] = "mean",
+) -> Response:
     """One optimizer's α × λ grid (α down the rows, λ raw per step across) of the final test error over seeds:
     ``mean`` (percent; diverged cells marked), ``std``, ``n`` (completed seeds) or ``n_diverged``."""
     from results import cell_stats, grid_frame
@@ -251,7 +260,13 @@ def epochs_csv(store: StoreDep, sweep: SweepDep) -> Response:
     responses={200: {"content": _PNG}, **_404},
     tags=["results"],
 )
-def heatmap(store: StoreDep, sweep: SweepDep, optimizer: OptimizerName | None = None) -> Response:
+def heatmap(
+    store: StoreDep,
+    sweep: SweepDep,
+    optimizer: Annotated[
+        OptimizerName | None, Query(description="One optimizer's heatmap; default: each L2 beside its twin.")
+    ] = None,
+) -> Response:
     """Figure-2 heatmaps: one optimizer's, or (default) each L2 optimizer beside its decoupled twin when both ran."""
     from results import cell_stats
     from results.figures import heatmap_png, twins_png

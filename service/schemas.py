@@ -35,14 +35,16 @@ class _Public(BaseModel):
 
 
 class SweepPublic(_Public):
-    id: int
-    name: str
+    id: int = Field(description="The sweep's id (the {sweep_id} of its routes).")
+    name: str = Field(description="The spec's name.")
     fingerprint: str = Field(description="sha256 of the canonical spec: equal specs have equal fingerprints.")
-    status: Literal["pending", "running", "completed", "failed", "cancelled"]
+    status: Literal["pending", "running", "completed", "failed", "cancelled"] = Field(
+        description="pending (queued), running, completed (every cell finished), failed, cancelled."
+    )
     created_at: datetime = Field(description="UTC.")
     started_at: datetime | None = Field(description="UTC; when a driver first ran it.")
     finished_at: datetime | None = Field(description="UTC.")
-    error: str | None
+    error: str | None = Field(description="Why the sweep failed, when it did.")
     counts: dict[TrialStatus, int] = Field(description="Trials (cells) in each status.")
     n_cells: int = Field(description="Cells of the sweep: optimizers × seeds × α × λ.")
     progress: float = Field(description="Finished (completed, diverged or failed) cells / cells, 0..1.")
@@ -88,33 +90,33 @@ class SweepCreated(SweepPublic):
 
 
 class SweepsPublic(_Public):
-    data: list[SweepPublic]
+    data: list[SweepPublic] = Field(description="This page, by id.")
     count: int = Field(description="All sweeps that match the filter (not only this page).")
 
 
 class TrialPublic(_Public):
-    id: int
+    id: int = Field(description="The trial's id (one trial per cell of a sweep).")
     cell_id: str = Field(description="Stable id of the training run (the same in every sweep).")
-    bundle_id: str
-    optimizer: str
+    bundle_id: str = Field(description="The cells trained together as one batched model share it.")
+    optimizer: str = Field(description="sgd, sgdw, adam or adamw (the paper's Algorithms 1-2).")
     lr: float = Field(description="α, the base learning rate.")
     weight_decay: float = Field(description="λ, raw, per optimizer step (what the optimizer used).")
     weight_decay_given: float = Field(description="λ as the spec gave it (raw, or λ_norm when normalized).")
-    seed: int
-    status: TrialStatus
+    seed: int = Field(description="Seed of initialization and batch order.")
+    status: TrialStatus = Field(description="pending, running, completed, diverged (a result), failed, cancelled.")
     attempts: int = Field(description="Claims of this cell so far (retries and resumes included).")
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: str | None
+    started_at: datetime | None = Field(description="UTC; when its latest attempt started.")
+    finished_at: datetime | None = Field(description="UTC.")
+    error: str | None = Field(description="Why it failed or diverged, when it did.")
     test_error: float | None = Field(description="Final top-1 test error, percent.")
     train_error: float | None = Field(description="Final train error over the last epoch's batches, percent.")
     test_loss: float | None = Field(description="Final mean test cross-entropy.")
     train_loss: float | None = Field(description="Final mean train cross-entropy (last epoch).")
     wall_time_s: float | None = Field(description="Training seconds.")
-    epochs_done: int | None
-    device: str | None
-    host: str | None
-    git_sha: str | None
+    epochs_done: int | None = Field(description="Epochs trained (fewer than the spec's when it diverged).")
+    device: str | None = Field(description="Where it trained: cpu or cuda:N.")
+    host: str | None = Field(description="Host name of the machine that trained it.")
+    git_sha: str | None = Field(description="wdgrid's git commit that trained it, when known.")
 
     @classmethod
     def of(cls, t: TrialRecord) -> TrialPublic:
@@ -146,46 +148,46 @@ class TrialPublic(_Public):
 
 
 class TrialsPublic(_Public):
-    data: list[TrialPublic]
-    count: int
+    data: list[TrialPublic] = Field(description="This page, by id.")
+    count: int = Field(description="Trials matching the filters, on all pages.")
 
 
 class EpochPublic(_Public):
-    attempt: int
+    attempt: int = Field(description="The attempt (1-based) that trained this epoch.")
     epoch: int = Field(description="1-based.")
-    train_loss: float | None
+    train_loss: float | None = Field(description="Mean train cross-entropy over the epoch's batches.")
     train_error: float | None = Field(description="Percent.")
-    test_loss: float | None
+    test_loss: float | None = Field(description="Mean test cross-entropy after the epoch.")
     test_error: float | None = Field(description="Top-1, percent.")
     eta: float | None = Field(description="η_t, the schedule multiplier, at the epoch's last step.")
     wall_time_s: float | None = Field(description="Seconds of training since the attempt started.")
 
 
 class AttemptPublic(_Public):
-    attempt: int
+    attempt: int = Field(description="1-based; a retry or resume is the next.")
     status: str = Field(description="running, completed, diverged, failed, lost (driver or lease gone), cancelled.")
-    started_at: datetime
-    finished_at: datetime | None
-    error: str | None
-    host: str | None
+    started_at: datetime = Field(description="UTC.")
+    finished_at: datetime | None = Field(description="UTC.")
+    error: str | None = Field(description="Why it ended, when it failed or was lost (Ray's error text).")
+    host: str | None = Field(description="Host name of the machine it ran on.")
     node: str | None = Field(description="Ray node id.")
 
 
 class TrialDetail(TrialPublic):
     config: dict[str, Any] = Field(description="The resolved training config the worker ran.")
-    attempts_detail: list[AttemptPublic]
+    attempts_detail: list[AttemptPublic] = Field(description="Every attempt, oldest first.")
     epochs: list[EpochPublic] = Field(description="Every attempt's epochs, by attempt then epoch.")
 
 
 class PresetPublic(_Public):
-    name: str
-    description: str
+    name: str = Field(description='POST {"preset": name} to run it.')
+    description: str = Field(description="What it sweeps, and what it costs.")
 
 
 class Problem(_Public):
     """Every error but a validation error (401, 404, 409): one sentence saying what is wrong."""
 
-    detail: str
+    detail: str = Field(description="What is wrong, in one sentence.")
 
 
 class SeparabilityValues(_Public):

@@ -123,11 +123,11 @@ class LogRange(_Frozen):
     ``(stop - start) / step`` must be a whole number.
     """
 
-    base: PositiveFloat = 2.0
-    start: FiniteFloat
-    stop: FiniteFloat
-    step: PositiveFloat
-    scale: PositiveFloat = 1.0
+    base: Annotated[PositiveFloat, Field(description="The base of the exponents (not 1).")] = 2.0
+    start: Annotated[FiniteFloat, Field(description="The first exponent.")]
+    stop: Annotated[FiniteFloat, Field(description="The last exponent (inclusive).")]
+    step: Annotated[PositiveFloat, Field(description="Between exponents; (stop - start) / step must be whole.")]
+    scale: Annotated[PositiveFloat, Field(description="Multiplies every value.")] = 1.0
 
     @field_validator("base")
     @classmethod
@@ -193,7 +193,7 @@ class Grid(_Frozen):
     may be empty or hold duplicates.
     """
 
-    optimizer: OptimizerName
+    optimizer: Annotated[OptimizerName, Field(description="sgd and adam: L2; sgdw and adamw: decoupled decay.")]
     lr: Annotated[Axis, Field(description="α values (> 0): a list of numbers, or a LogRange.")]
     weight_decay: Annotated[
         Axis,
@@ -233,29 +233,35 @@ class Grid(_Frozen):
 class FixedSchedule(_Frozen):
     """``fixed``: η_t = 1."""
 
-    name: Literal["fixed"]
+    name: Annotated[Literal["fixed"], Field(description="The schedule.")]
 
 
 class StepSchedule(_Frozen):
     """``step``: η_t = ``factor`` ** (drops so far); ``drop_epochs`` None means 30/60/80 % of the run."""
 
-    name: Literal["step"]
-    drop_epochs: list[PositiveFloat] | None = None
-    factor: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1)] = 0.1
+    name: Annotated[Literal["step"], Field(description="The schedule.")]
+    drop_epochs: Annotated[
+        list[PositiveFloat] | None, Field(description="Epochs at which η_t is multiplied by factor.")
+    ] = None
+    factor: Annotated[
+        float, Field(strict=True, allow_inf_nan=False, gt=0, le=1, description="η_t's multiplier at each drop.")
+    ] = 0.1
 
 
 class CosineSchedule(_Frozen):
     """``cosine``: η_t = 0.5 + 0.5·cos(π·t/T) over the whole run."""
 
-    name: Literal["cosine"]
+    name: Annotated[Literal["cosine"], Field(description="The schedule.")]
 
 
 class WarmRestartsSchedule(_Frozen):
     """``warm_restarts`` (SGDR): cosine periods of ``t_0``, ``t_0·t_mult``, … epochs."""
 
-    name: Literal["warm_restarts"]
-    t_0: PositiveFloat = 10.0
-    t_mult: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1)] = 2.0
+    name: Annotated[Literal["warm_restarts"], Field(description="The schedule.")]
+    t_0: Annotated[PositiveFloat, Field(description="The first period, in epochs.")] = 10.0
+    t_mult: Annotated[
+        float, Field(strict=True, allow_inf_nan=False, ge=1, description="Each period is this times the last.")
+    ] = 2.0
 
 
 Schedule = Annotated[

@@ -82,8 +82,22 @@ def test_the_openapi_document_describes_the_sweep_body_and_errors(server: Server
     schemas = doc["components"]["schemas"]
     spec = schemas["SweepSpec"]
     assert set(spec["required"]) == {"dataset", "model", "epochs", "batch_size", "schedule", "seeds", "grids"}
-    undescribed = [k for k, v in spec["properties"].items() if not v.get("description")]
-    assert undescribed == [], "every spec field says what it is, with its unit"
+    fastapis = {"HTTPValidationError", "ValidationError"}
+    undescribed = [
+        f"{name}.{field}"
+        for name, schema in schemas.items()
+        if name not in fastapis
+        for field, value in schema.get("properties", {}).items()
+        if not value.get("description")
+    ]
+    undescribed += [
+        f"{method.upper()} {path} {p['name']}"
+        for path, operations in doc["paths"].items()
+        for method, operation in operations.items()
+        for p in operation.get("parameters", [])
+        if not p.get("description")
+    ]
+    assert undescribed == [], "every field and parameter says what it is, with its unit"
     assert "per optimizer step" in schemas["Grid"]["properties"]["weight_decay"]["description"]
     preset = schemas["PresetSubmission"]
     assert preset["required"] == ["preset"] and "smoke" in preset["properties"]["preset"]["enum"]
