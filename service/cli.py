@@ -256,11 +256,14 @@ def drive(sweep_id: Annotated[int, typer.Argument(min=1)]) -> None:
     import logging
 
     from results import Storage
-    from workers.runner import RunOptions, run_sweep
+    from workers.runner import ClusterError, RunOptions, run_sweep
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Storage() as store:
-        summary = run_sweep(store, sweep_id, RunOptions())
+        try:
+            summary = run_sweep(store, sweep_id, RunOptions())
+        except ClusterError as exc:  # the sweep is untouched; the controller reads this line as its reason
+            raise _fail(str(exc)) from None
     print(f"sweep {sweep_id} {summary.status}: {summary.counts}")
 
 

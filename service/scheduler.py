@@ -11,6 +11,11 @@ started by a controller before a restart, or by ``wdgrid run``. A running sweep 
 controller was stopped or killed mid-sweep) gets a new driver first: it takes the sweep over and re-queues the cells
 that were running. Then pending sweeps start while slots are free. Stopping the scheduler kills its drivers' process
 groups (driver and embedded Ray); their sweeps stay ``running`` and resume when a controller starts again.
+
+A driver that exits with an error before it took its sweep (a Ray cluster that cannot be joined, a trial that fits
+no node) leaves the sweep pending: it is retried after 2, 4, 8 ... ``poll_s`` (at most a minute), and after
+``MAX_START_FAILURES`` failures in a row the sweep is marked failed with the driver's last log line as its error, so
+that it stops holding a slot and the user sees why (``POST /sweeps/{id}/resume`` queues it again).
 """
 
 from __future__ import annotations
@@ -22,16 +27,22 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
-from results import Storage, SweepRecord
+from results import Storage, SweepRecord, TransitionError
 from service.settings import Settings
 from workers.runner import holder_dead  # light: imports neither torch nor Ray until a sweep runs
 
 __all__ = ["Scheduler"]
 
 log = logging.getLogger(__name__)
+
+MAX_START_FAILURES: Final = 3
+DRIVER: Final = (sys.executable, "-m", "service.cli", "drive")
 
 
 def _driver_alive(sweep: SweepRecord, now: datetime) -> bool:
@@ -43,9 +54,11 @@ def _driver_alive(sweep: SweepRecord, now: datetime) -> bool:
 class Scheduler:
     """Starts and stops sweep drivers; see the module docstring."""
 
-    def __init__(self, settings: Settings, store: Storage, *, log_dir: Path) -> None:
-        self.settings, self.store, self.log_dir = settings, store, log_dir
+    def __init__(self, settings: Settings, store: Storage, *, log_dir: Path, driver: Sequence[str] = DRIVER) -> None:
+        """``driver``: the command a sweep's driver runs, its id appended (tests give a stand-in process)."""
+        self.settings, self.store, self.log_dir, self.driver = settings, store, log_dir, tuple(driver)
         self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self._failures: dict[int, tuple[int, float]] = {}  # sweep id -> (start failures in a row, retry after)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="wdgrid-scheduler", daemon=True)
@@ -62,7 +75,8 @@ class Scheduler:
         """Stop scheduling and kill every driver this scheduler started (their sweeps resume on the next start)."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         for sweep_id, child in list(self.children.items()):
             if child.poll() is None:
                 log.info("stopping the driver of sweep %d (pid %d)", sweep_id, child.pid)
@@ -86,6 +100,7 @@ class Scheduler:
             if child.poll() is not None:
                 log.info("driver of sweep %d exited with %s", sweep_id, child.returncode)
                 del self.children[sweep_id]
+                self._exited(sweep_id, child.returncode)
         now = datetime.now(UTC)
         busy = set(self.children)
         orphans = []
@@ -99,8 +114,38 @@ class Scheduler:
         for sweep in [*orphans, *self._all("pending")]:
             if len(busy) >= self.settings.max_concurrent_sweeps or self._stop.is_set():
                 return
+            if sweep.id in busy:  # its driver is starting (the sweep stays pending until the driver takes it)
+                continue
+            if self._failures.get(sweep.id, (0, 0.0))[1] > time.monotonic():
+                continue  # backing off after a failed start; later sweeps may go first meanwhile
             self._spawn(sweep.id)
             busy.add(sweep.id)
+
+    def _exited(self, sweep_id: int, code: int) -> None:
+        """Book-keeping for a driver that exited: count a failed start, and give up after MAX_START_FAILURES."""
+        sweep = self.store.get_sweep(sweep_id)
+        if code == 0 or sweep.status != "pending":
+            self._failures.pop(sweep_id, None)  # it ran (or was cancelled): not a failure to start
+            return
+        failures = self._failures.get(sweep_id, (0, 0.0))[0] + 1
+        if failures < MAX_START_FAILURES:
+            delay = min(60.0, self.settings.poll_s * 2**failures)
+            self._failures[sweep_id] = (failures, time.monotonic() + delay)
+            log.warning("the driver of sweep %d failed to start (exit %s); retrying in %.1f s", sweep_id, code, delay)
+            return
+        self._failures.pop(sweep_id, None)
+        why = f"its driver failed to start {failures} times (exit {code}): {self._last_line(sweep_id)}"
+        log.error("sweep %d: %s", sweep_id, why)
+        with contextlib.suppress(TransitionError):  # cancelled meanwhile: leave it
+            self.store.set_sweep_status(sweep_id, "failed", error=why)
+
+    def _last_line(self, sweep_id: int) -> str:
+        path = self.log_dir / f"sweep-{sweep_id}.log"
+        try:
+            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return f"see {path}"
+        return f"{lines[-1].strip()[:500]} (see {path})" if lines else f"see {path}"
 
     def _all(self, status: str) -> list[SweepRecord]:
         out: list[SweepRecord] = []
@@ -119,7 +164,7 @@ class Scheduler:
             env["RAY_ADDRESS"] = self.settings.ray_address
         with (self.log_dir / f"sweep-{sweep_id}.log").open("ab") as out:
             self.children[sweep_id] = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "drive", str(sweep_id)],
+                [*self.driver, str(sweep_id)],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
