@@ -402,6 +402,8 @@ class Storage:
             row = self._get_sweep(s, sweep_id)
             if row.status == "running":
                 raise TransitionError(f"sweep {sweep_id} is running; cancel it before resuming")
+            if row.status == "completed":  # nothing failed or was cancelled: resuming would only reopen it
+                raise TransitionError(f"sweep {sweep_id} is completed; only failed or cancelled sweeps resume")
             row.status, row.finished_at, row.error = "pending", None, None
             ids = s.scalars(
                 update(TrialRow)
@@ -844,6 +846,23 @@ class Storage:
             ):
                 counts[status] = n  # type: ignore[index]  # only ever written from TrialStatus
         return counts
+
+    def finished_since(self, sweep_id: int, since: datetime) -> int:
+        """How many of the sweep's trials finished (completed, diverged or failed) at or after ``since``: with the
+        sweep's ``started_at``, the cells its runs trained, not the ones reused from earlier sweeps."""
+        with self._session(write=False) as s:
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(TrialRow)
+                    .where(
+                        TrialRow.sweep_id == sweep_id,
+                        TrialRow.status.in_(("completed", "diverged", "failed")),
+                        TrialRow.finished_at >= since,
+                    )
+                )
+                or 0
+            )
 
     def finished_cell_ids(self, *, sweep_id: int | None = None, fingerprint: str | None = None) -> frozenset[str]:
         """Cell ids with a finished (completed or diverged) trial in one sweep, or in any sweep of a fingerprint."""

@@ -98,6 +98,17 @@ def _load_spec(path: Path | None, preset: str | None) -> SweepSpec:
         raise _fail(f"invalid spec {path or preset}: {where}: {first['msg']}{more}") from None
 
 
+def _shown(url: str) -> str:
+    """A database URL fit to print: its password replaced by ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("://", 1)[0] + "://***" if "@" in url else url
+
+
 def _watch(url: str, sweep_id: int, total: int, done: threading.Event) -> None:
     """Draw cells finished / total with an ETA until ``done`` is set, reading the store (its own connection)."""
     from rich.progress import (
@@ -183,7 +194,8 @@ def run_command(
         store = Storage(db)
     except Exception as exc:  # a malformed URL, an unreachable server, a missing driver: all the user's to fix
         raise _fail(
-            f"cannot open the results store {db or '(default)'}: {type(exc).__name__}: {_first_line(exc)}"
+            f"cannot open the results store {_shown(db) if db else '(default)'}: {type(exc).__name__}: "
+            f"{_first_line(exc)}"
         ) from None
     key = None if new else f"wdgrid-run:{spec.fingerprint()}"
     sweep = store.create_sweep(spec, idempotency_key=key)
@@ -191,7 +203,7 @@ def run_command(
         requeued = store.resume_sweep(sweep.id)
         print(f"resuming sweep {sweep.id} ({sweep.status}): {requeued} cells re-queued")
     total = sum(store.status_counts(sweep.id).values())
-    print(f"sweep {sweep.id} '{spec.name}': {total} cells; results in {store.url}")
+    print(f"sweep {sweep.id} '{spec.name}': {total} cells; results in {_shown(store.url)}")
     done = threading.Event()
     watcher = threading.Thread(target=_watch, args=(store.url, sweep.id, total, done), daemon=True)
     watcher.start()
@@ -217,7 +229,7 @@ def run_command(
     if out is not None:
         for path in _write_results(store, sweep.id, out):
             print(f"  wrote {path}")
-    print(f"results: sweep {sweep.id} in {store.url}")
+    print(f"results: sweep {sweep.id} in {_shown(store.url)}")
     if summary.status in ("cancelled", "failed"):
         print("run the same command again to resume it: finished cells are kept, the rest are re-queued")
     if summary.status != "completed":
@@ -278,6 +290,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from results import Storage
     from service.main import create_app
     from service.settings import Settings
 
@@ -289,6 +302,12 @@ def serve(
         where = ".".join(str(p) for p in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         raise _fail(f"bad setting {where}: {message}" if where else f"bad setting: {message}") from None
+    try:  # reachable, and migrated, before anything listens: a wrong URL is one line here, not a failed lifespan
+        Storage(settings.database_url).close()
+    except Exception as exc:
+        raise _fail(
+            f"cannot open the results store {_shown(settings.database_url)}: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     os.environ.setdefault("WDGRID_DATABASE_URL", settings.database_url)
     typer.echo(_serve_banner(settings))
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
@@ -296,9 +315,7 @@ def serve(
 
 def _serve_banner(settings: Settings) -> str:
     """What `wdgrid serve` is about to do, in three lines: where, with what, and a first request to try."""
-    from sqlalchemy.engine import make_url
-
-    store = make_url(settings.database_url).render_as_string(hide_password=True)
+    store = _shown(settings.database_url)
     ray = f"the Ray cluster at {settings.ray_address}" if settings.ray_address else "an embedded Ray per sweep"
     slots = settings.max_concurrent_sweeps
     running = f"{slots} sweep{'s' if slots != 1 else ''} at once" if slots else "the queue PAUSED (0 sweeps at once)"
@@ -327,12 +344,16 @@ def _call(method: str, path: str, **kwargs: Any) -> httpx.Response:
     """One request; any failure (server down, 4xx, 5xx) is one line on stderr and exit status 1."""
     import httpx
 
-    with _client() as client:
-        try:
-            response = client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            typer.echo(f"wdgrid: cannot reach {client.base_url}: {exc} (set WDGRID_URL)", err=True)
-            raise typer.Exit(1) from None
+    try:
+        with _client() as client:
+            try:
+                response = client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                typer.echo(f"wdgrid: cannot reach {client.base_url}: {exc} (set WDGRID_URL)", err=True)
+                raise typer.Exit(1) from None
+    except httpx.InvalidURL as exc:
+        typer.echo(f"wdgrid: WDGRID_URL is not a URL: {exc}", err=True)
+        raise typer.Exit(1) from None
     if response.is_success:
         return response
     try:

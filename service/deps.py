@@ -48,7 +48,9 @@ _bearer = HTTPBearer(auto_error=False, description="WDGRID_API_TOKEN, when the s
 async def require_token(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """With ``WDGRID_API_TOKEN`` set, every route but the health checks needs ``Authorization: Bearer <token>``."""
+    """With ``WDGRID_API_TOKEN`` set, every route of the router needs ``Authorization: Bearer <token>``: all but
+    the health checks and the API docs (``/docs``, ``/redoc``, ``/openapi.json``), which Swagger UI must fetch
+    without one and which hold no results."""
     if settings.api_token is None:
         return
     expected = settings.api_token.get_secret_value().encode()

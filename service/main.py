@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -100,9 +101,17 @@ def _document_spec_body(app: FastAPI) -> None:
 
 
 def _ray_reachable(address: str | None) -> str:
-    if not address:
+    if not address or address == "local":
         return "embedded"  # each sweep's driver starts its own Ray
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    target = address.removeprefix("ray://")
+    if target == "auto":  # Ray's own meaning: the cluster `ray start` last started on this machine
+        try:
+            target = (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").read_text().strip()
+        except OSError:
+            return "RAY_ADDRESS=auto, and no Ray cluster was started on this machine"
+    host, sep, port = target.rpartition(":")
+    if not sep:  # no port: Ray's defaults (GCS 6379, Ray Client 10001)
+        host, port = target, "10001" if address.startswith("ray://") else "6379"
     try:
         with socket.create_connection((host, int(port)), timeout=2):
             return "ok"

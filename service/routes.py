@@ -57,7 +57,14 @@ _409: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description": 
 
 
 def _public(store: Any, sweep_id: int) -> SweepPublic:
-    return SweepPublic.of(store.get_sweep(sweep_id), store.status_counts(sweep_id), datetime.now(UTC))
+    return _of(store, store.get_sweep(sweep_id), datetime.now(UTC))
+
+
+def _of(store: Any, sweep: Any, now: datetime) -> SweepPublic:
+    trained = None
+    if sweep.status == "running" and sweep.started_at is not None:
+        trained = store.finished_since(sweep.id, sweep.started_at)
+    return SweepPublic.of(sweep, store.status_counts(sweep.id), now, trained=trained)
 
 
 def _spec_from(body: dict[str, Any]) -> SweepSpec:
@@ -105,7 +112,8 @@ def create_sweep(
         ),
     ],
     idempotency_key: Annotated[
-        str | None, Header(max_length=200, description="Retrying a POST with the same key returns the same sweep.")
+        str | None,
+        Header(min_length=1, max_length=200, description="Retrying a POST with the same key returns the same sweep."),
     ] = None,
     reuse: Annotated[
         bool, Query(description="Fill cells from finished trials of earlier sweeps with the same fingerprint.")
@@ -136,13 +144,13 @@ def list_sweeps(
     """Sweeps by id, optionally of one status, a page at a time."""
     page, count = store.list_sweeps(status=status_, offset=offset, limit=limit)
     now = datetime.now(UTC)
-    return SweepsPublic(data=[SweepPublic.of(s, store.status_counts(s.id), now) for s in page], count=count)
+    return SweepsPublic(data=[_of(store, s, now) for s in page], count=count)
 
 
 @router.get("/sweeps/{sweep_id}", response_model=SweepPublic, responses=_404, tags=["sweeps"])
 def get_sweep(store: StoreDep, sweep: SweepDep) -> SweepPublic:
     """A sweep's status, trial counts, progress, elapsed time and ETA."""
-    return SweepPublic.of(sweep, store.status_counts(sweep.id), datetime.now(UTC))  # SweepDep already read it
+    return _of(store, sweep, datetime.now(UTC))  # SweepDep already read it
 
 
 @router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic, responses=_404 | _409, tags=["sweeps"])

@@ -49,19 +49,26 @@ class SweepPublic(_Public):
     n_cells: int = Field(description="Cells of the sweep: optimizers × seeds × α × λ.")
     progress: float = Field(description="Finished (completed, diverged or failed) cells / cells, 0..1.")
     elapsed_s: float | None = Field(description="Seconds since it started (to its end once finished).")
-    eta_s: float | None = Field(description="Seconds left at the rate so far; null until a cell has finished.")
+    eta_s: float | None = Field(
+        description="Seconds left at the rate cells have trained so far (reused cells not counted); null until one has."
+    )
     spec: dict[str, Any] = Field(description="The spec as submitted (λ raw per step unless weight_decay_units says).")
 
     @classmethod
-    def of(cls, sweep: SweepRecord, counts: dict[TrialStatus, int], now: datetime) -> SweepPublic:
+    def of(
+        cls, sweep: SweepRecord, counts: dict[TrialStatus, int], now: datetime, *, trained: int | None = None
+    ) -> SweepPublic:
+        """``trained``: cells finished since the sweep started (``Storage.finished_since``), the rate behind the
+        ETA; cells reused from earlier sweeps finished in no time and would make it far too short."""
         total = sum(counts.values())
         done = counts["completed"] + counts["diverged"] + counts["failed"]
         elapsed = None
         if sweep.started_at is not None:
             elapsed = ((sweep.finished_at or now) - sweep.started_at).total_seconds()
         eta = None
-        if sweep.status == "running" and elapsed is not None and done:
-            eta = elapsed / done * (total - done)
+        rated = done if trained is None else trained
+        if sweep.status == "running" and elapsed is not None and rated:
+            eta = elapsed / rated * (total - done)
         elif sweep.status == "completed":
             eta = 0.0
         return cls(

@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -34,11 +34,27 @@ class Settings(BaseSettings):
         "wait (e.g. while the cluster is down for maintenance), running ones are not resumed until it is raised.",
     )
     api_token: SecretStr | None = Field(
-        default=None, description="Bearer token every route but /healthz and /readyz requires; required off loopback."
+        default=None,
+        description="Bearer token every route but /healthz, /readyz and the API docs requires; required off loopback.",
     )
     poll_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="Seconds between the scheduler's looks at the queue."
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(v)
+        except ArgumentError:
+            raise ValueError(
+                "WDGRID_DATABASE_URL is not a database URL (e.g. sqlite:///wdgrid.db or "
+                "postgresql+psycopg://user:password@host:5432/db)"
+            ) from None
+        return v
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Self:

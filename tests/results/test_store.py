@@ -120,6 +120,9 @@ class TestStorageContract:
         assert done.finished_at == clock.now
         with pytest.raises(TransitionError, match="completed"):
             store.set_sweep_status(sweep.id, "running")
+        with pytest.raises(TransitionError, match="only failed or cancelled sweeps resume"):
+            store.resume_sweep(sweep.id)
+        assert store.get_sweep(sweep.id) == done
 
     # --- Claims, leases, attempts ---------------------------------------------------------------------------------
     def test_claims_hand_out_each_pending_trial_once(self, store: Storage, clock: Clock):
@@ -233,6 +236,20 @@ class TestStorageContract:
         with pytest.raises(StaleAttemptError):
             store.finish_trial(t.id, 1, "failed", error="late")
         assert not store.heartbeat(t.id, 1, lease_seconds=60)
+
+    def test_finished_since_counts_the_trials_finished_from_then_on(self, store: Storage, clock: Clock):
+        sweep = store.create_sweep(make_spec())
+        early = store.claim_trial(sweep.id, lease_seconds=60)
+        assert early is not None
+        store.finish_trial(early.id, 1, "completed", final=FinalMetrics(test_error=10.0))
+        clock.advance(10)
+        since = clock.now
+        late, running = store.claim_trial(sweep.id, lease_seconds=60), store.claim_trial(sweep.id, lease_seconds=60)
+        assert late is not None and running is not None
+        store.finish_trial(late.id, 1, "diverged", final=FinalMetrics(test_error=90.0))
+        assert store.finished_since(sweep.id, since) == 1
+        assert store.finished_since(sweep.id, since - timedelta(seconds=10)) == 2
+        assert store.finished_since(sweep.id + 1, since - timedelta(seconds=10)) == 0
 
     def test_cancel_and_resume_keep_finished_trials(self, store: Storage):
         spec = make_spec()

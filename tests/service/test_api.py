@@ -66,6 +66,8 @@ def test_bad_input_is_a_422_or_404_naming_what_is_wrong(server: Server):
         assert r.status_code == 422
         r = c.post("/sweeps", json=[1, 2])
         assert r.status_code == 422
+        r = c.post("/sweeps", json={"preset": "smoke"}, headers={"Idempotency-Key": ""})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
         assert c.get("/sweeps/999").status_code == 404
         assert c.get("/sweeps/0").status_code == 422
         assert c.get("/sweeps", params={"status": "sleeping"}).status_code == 422
@@ -124,6 +126,8 @@ def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: S
         )
         assert done["status"] == "completed" and done["progress"] == 1.0 and done["counts"]["completed"] == 8
         assert done["elapsed_s"] > 0 and done["eta_s"] == 0.0
+        refused = c.post(f"/sweeps/{sweep['id']}/resume")  # nothing failed or was cancelled: nothing to resume
+        assert refused.status_code == 409 and "only failed or cancelled sweeps resume" in refused.json()["detail"]
         listed = c.get("/sweeps", params={"status": "completed"}).json()
         assert sweep["id"] in [s["id"] for s in listed["data"]]
 
@@ -249,6 +253,7 @@ def test_the_cli_client_talks_to_the_server(server: Server, tmp_path: Path):
         (("status", "999"), {}, "404 no sweep with id 999"),
         (("submit", "--preset", "nope"), {}, "422 body.preset: unknown preset 'nope'"),
         (("status", sid), {"url": "http://127.0.0.1:9"}, "cannot reach http://127.0.0.1:9"),
+        (("status", sid), {"url": "http://[::1"}, "WDGRID_URL is not a URL"),
         (("download", sid, "--what", "everything"), {}, "--what must be one of"),
     ]:
         result = cli(server, *args, **kwargs)

@@ -51,11 +51,29 @@ def test_bad_settings_are_refused_naming_the_problem(monkeypatch, env, message):
         Settings()
 
 
-def test_serve_refuses_a_public_address_without_a_token_in_one_line():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WDGRID_")} | {"WDGRID_HOST": "0.0.0.0"}
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"WDGRID_HOST": "0.0.0.0"},
+            "wdgrid: bad setting: WDGRID_HOST=0.0.0.0 is reachable from other machines: set WDGRID_API_TOKEN (or bind "
+            "127.0.0.1)",
+        ),
+        (
+            {"WDGRID_DATABASE_URL": "garbage"},
+            "wdgrid: bad setting database_url: WDGRID_DATABASE_URL is not a database URL (e.g. sqlite:///wdgrid.db or "
+            "postgresql+psycopg://user:password@host:5432/db)",
+        ),
+        (  # a store that does not answer: one line, and the password is not in it
+            {"WDGRID_DATABASE_URL": "postgresql+psycopg://u:TOPSECRET@127.0.0.1:1/x"},
+            "wdgrid: cannot open the results store postgresql+psycopg://u:***@127.0.0.1:1/x: OperationalError:",
+        ),
+    ],
+)
+def test_serve_refuses_bad_settings_in_one_line(env: dict[str, str], line: str):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WDGRID_")} | env
     result = subprocess.run([str(WDGRID), "serve"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "wdgrid: bad setting: WDGRID_HOST=0.0.0.0 is reachable from other machines: set WDGRID_API_TOKEN (or bind "
-        "127.0.0.1)"
-    ]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), result.stderr
+    assert "TOPSECRET" not in result.stderr + result.stdout
