@@ -50,9 +50,14 @@ from workers.train import (
     train,
 )
 
-__all__ = ["BundleState", "check_bundle", "finished_cells", "train_bundle"]
+__all__ = ["BundleState", "ResumeMismatchError", "check_bundle", "finished_cells", "train_bundle"]
 
 PER_CELL = frozenset({"lr", "weight_decay"})
+
+
+class ResumeMismatchError(ValueError):
+    """The state passed as ``resume`` was trained another way (batched vs one cell after another)."""
+
 
 CPU_CHUNK = 16  # cells per batched model on a CPU
 
@@ -114,7 +119,7 @@ def train_bundle(
     start, inner = 0, None
     if resume is not None:
         if resume["mode"] != mode:
-            raise ValueError(f"the checkpoint trained this bundle {resume['mode']}, not {mode}: pass batched=")
+            raise ResumeMismatchError(f"the checkpoint trained this bundle {resume['mode']}, not {mode}: pass batched=")
         chunk, start, inner = int(resume["chunk"]), int(resume["start"]), resume["inner"]
         done = {int(i): _result_from_dict(cfgs[int(i)], r) for i, r in resume["done"].items()}
 

@@ -17,8 +17,12 @@ become ``failed``; ``Storage.resume_sweep`` re-queues them.
 
 Resume: a driver that dies (SIGKILL) leaves its lease to expire; running the sweep again takes it over at once when
 the old driver was a process on this host that no longer exists, re-queues the cells that were running and trains
-only what is not finished. Cancel: ``Storage.cancel_sweep`` from any process; the driver sees it within
-``heartbeat_s``, stops every trial and leaves finished cells as they are.
+only what is not finished. The cells that were running continue from the last checkpoint the dead driver's trials
+left in the Tune folder (``storage_path``; on a cluster a shared path), when one is there and still matches the
+store: its done cells finished, its other cells pending; otherwise they start over.
+
+Cancel: ``Storage.cancel_sweep`` from any process; the driver sees it within ``heartbeat_s``, stops every trial
+and leaves finished cells as they are.
 
 Ray: ``init_ray()`` starts an embedded single-node Ray (this machine's CPUs, no dashboard) unless ``address`` or
 ``$RAY_ADDRESS`` names a cluster to join. Ray 2.60 authenticates with a token by default: a driver joining a
@@ -27,6 +31,8 @@ cluster needs ``RAY_AUTH_MODE=token`` and the cluster's ``RAY_AUTH_TOKEN`` (READ
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -245,9 +251,18 @@ def run_sweep(
 
         from workers.trainable import train_chunk
 
+        base = Path(o.storage_path or os.environ.get("WDGRID_TUNE_DIR") or Path(tempfile.gettempdir()) / "wdgrid-tune")
+        prefix = _tune_prefix(store, sweep_id)
+        statuses: tuple[TrialStatus, ...] = ("pending", "completed", "diverged", "failed")
+        known = {t.id: t for status in statuses for t in _all_trials(store, sweep_id, status)}
+        resumed = _resumable(base, prefix, known)
+        in_resumed = {t for _, ids in resumed for t in ids}
         max_cells = o.cells_per_trial or (GPU_CELLS_PER_TRIAL if gpus > 0 else CPU_CELLS_PER_TRIAL)
-        chunks = plan_chunks(pending, slots=slots, max_cells=max_cells)
+        fresh = [t for t in pending if t.id not in in_resumed]
+        chunks = [[known[t] for t in ids] for _, ids in resumed]
+        chunks += plan_chunks(fresh, slots=slots, max_cells=max_cells) if fresh else []
         keyed = {f"{c[0].bundle_id}-{i}": c for i, c in enumerate(chunks)}
+        origins = [str(folder) for folder, _ in resumed] + [None] * (len(chunks) - len(resumed))
         space = [
             {
                 "key": key,
@@ -255,16 +270,18 @@ def run_sweep(
                 "batched": o.batched,
                 "threads": max(1, int(o.cpus_per_trial)),
                 "checkpoint_interval_s": o.checkpoint_interval_s,
+                "resume_from": origin,
             }
-            for key, chunk in keyed.items()
+            for (key, chunk), origin in zip(keyed.items(), origins, strict=True)
         ]
+        if resumed:
+            log.info("sweep %d: %d trials continue from checkpoints an earlier driver left", sweep_id, len(resumed))
         log.info("sweep %d: %d cells in %d trials, %d at a time", sweep_id, len(pending), len(chunks), slots)
 
         from workers._tune_driver import Chunk, Driver, StopWhenAsked, trial_dirname
 
         writer = Driver(store, sweep_id, driver, {k: Chunk(k, [t.id for t in c]) for k, c in keyed.items()}, o)
-        base = Path(o.storage_path or os.environ.get("WDGRID_TUNE_DIR") or Path(tempfile.gettempdir()) / "wdgrid-tune")
-        tune_dir = base / f"sweep-{sweep_id}-{driver.rsplit(':', 1)[-1]}"
+        tune_dir = base / f"{prefix}-{driver.rsplit(':', 1)[-1]}"
         tuner = tune.Tuner(
             tune.with_resources(train_chunk, {"cpu": o.cpus_per_trial, "gpu": gpus}),
             param_space={"chunk": tune.grid_search(space)},
@@ -286,6 +303,9 @@ def run_sweep(
         tuner.fit()
         if writer.stopping is None:
             _close(store, sweep_id)
+            if not o.keep_tune_dir:  # finished: what earlier drivers left can never be resumed from again
+                for old in base.glob(f"{prefix}-*"):
+                    shutil.rmtree(old, ignore_errors=True)
         return _summary(
             store,
             sweep_id,
@@ -334,6 +354,39 @@ def _all_trials(store: Storage, sweep_id: int, status: TrialStatus) -> list[Tria
         out += page
         if not page or len(out) >= count:
             return out
+
+
+def _tune_prefix(store: Storage, sweep_id: int) -> str:
+    """The start of the Tune folder names of this sweep's drivers: its id and a hash of the store and its creation
+    time, so that sweep 1 of one database never picks up the checkpoints of sweep 1 of another."""
+    sweep = store.get_sweep(sweep_id)
+    key = hashlib.sha256(f"{store.url}|{sweep_id}|{sweep.created_at.isoformat()}".encode()).hexdigest()[:12]
+    return f"sweep-{sweep_id}-{key}"
+
+
+def _resumable(base: Path, prefix: str, trials: dict[int, TrialRecord]) -> list[tuple[Path, list[int]]]:
+    """Checkpoints that earlier drivers of the sweep left under ``base`` (newest first) and that still fit the
+    store: every cell the checkpoint holds as done is finished, every other one is pending (no cell in two).
+    Returns (checkpoint folder, trial ids in the chunk's cell order)."""
+    from workers.trainable import CELLS_FILE
+
+    found = []
+    for path in base.glob(f"{prefix}-*/*/checkpoint_*/{CELLS_FILE}"):
+        try:
+            meta = json.loads(path.read_text())
+            found.append((path.stat().st_mtime, path.parent, [int(t) for t in meta["trial_ids"]], set(meta["done"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # half written when its driver died
+    out: list[tuple[Path, list[int]]] = []
+    used: set[int] = set()
+    for _, folder, ids, done in sorted(found, key=lambda f: f[0], reverse=True):
+        if used & set(ids) or not all(t in trials for t in ids) or len(done) == len(ids):
+            continue
+        finished = ("completed", "diverged", "failed")
+        if all(trials[t].status in finished if i in done else trials[t].status == "pending" for i, t in enumerate(ids)):
+            out.append((folder, ids))
+            used |= set(ids)
+    return out
 
 
 def _close(store: Storage, sweep_id: int) -> None:

@@ -14,11 +14,18 @@ Checkpoints: the bundle's state goes into a ``tune.Checkpoint`` at most every ``
 (0: every epoch). When Tune restarts a crashed trial, ``tune.get_checkpoint()`` hands that state back, the chunk
 continues from it, and the first report repeats the running cells' history up to the checkpoint, so the new attempt's
 epochs in the store are complete (identical values: training is deterministic on the CPU).
+
+Each checkpoint also holds ``cells.json``: the chunk's store trial ids in cell order and the indices of the cells it
+holds as done. A driver that was killed leaves its checkpoints behind; the next driver of the sweep finds them
+(``workers.runner``), and a chunk whose ``resume_from`` names one starts from it when Tune has no checkpoint of its
+own, exactly as after a crash. A checkpoint that cannot be read is ignored: the chunk trains from the start.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import os
 import socket
 import subprocess
@@ -32,12 +39,15 @@ from typing import Any, Final
 import torch
 from ray import tune
 
-from workers.bundle import BundleState, train_bundle
+from workers.bundle import BundleState, ResumeMismatchError, train_bundle
 from workers.train import EpochMetrics
 
-__all__ = ["CHECKPOINT_FILE", "provenance", "train_chunk"]
+__all__ = ["CELLS_FILE", "CHECKPOINT_FILE", "provenance", "train_chunk"]
 
 CHECKPOINT_FILE: Final = "bundle.pt"
+CELLS_FILE: Final = "cells.json"
+
+log = logging.getLogger(__name__)
 _PACKAGES: Final = ("wdgrid", "torch", "numpy", "ray")
 
 
@@ -87,10 +97,12 @@ def _running_history(state: BundleState) -> list[list[Any]]:
 def train_chunk(config: dict[str, Any]) -> None:
     """Ray Tune function trainable. ``config["chunk"]``: ``cells`` (a list of ``{"trial_id", "config"}``, the
     config being the store's resolved training config), ``batched`` (None: ``train_bundle``'s default), ``threads``
-    (torch's intra-op threads: the trial's CPUs) and ``checkpoint_interval_s``."""
+    (torch's intra-op threads: the trial's CPUs), ``checkpoint_interval_s`` and ``resume_from`` (None, or the folder
+    of a checkpoint an earlier driver left for exactly these cells)."""
     chunk = config["chunk"]
     torch.set_num_threads(max(1, int(chunk["threads"])))
     configs = [cell["config"] for cell in chunk["cells"]]
+    trial_ids = [int(cell["trial_id"]) for cell in chunk["cells"]]
     interval = float(chunk["checkpoint_interval_s"])
 
     epochs: list[list[Any]] = []
@@ -101,7 +113,12 @@ def train_chunk(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-        assert resume is not None
+    elif chunk.get("resume_from"):  # left by a driver that was killed: see the module docstring
+        try:
+            resume = torch.load(Path(chunk["resume_from"]) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated by the kill, or gone: start over rather than fail the cells
+            log.warning("not resuming from %s: %s", chunk["resume_from"], exc)
+    if resume is not None:
         epochs += _running_history(resume)
         reported |= {int(i) for i in resume["done"]}  # reported by the attempt that wrote the checkpoint
     last_saved = time.monotonic()
@@ -136,7 +153,17 @@ def train_chunk(config: dict[str, Any]) -> None:
             return
         with tempfile.TemporaryDirectory(prefix="wdgrid-ckpt-") as folder:
             torch.save(state, Path(folder) / CHECKPOINT_FILE)
+            cells = {"trial_ids": trial_ids, "done": sorted(int(i) for i in state["done"])}
+            (Path(folder) / CELLS_FILE).write_text(json.dumps(cells))
             tune.report(message, checkpoint=tune.Checkpoint.from_directory(folder))
         last_saved = time.monotonic()
 
-    train_bundle(configs, on_epoch, batched=chunk["batched"], on_checkpoint=on_checkpoint, resume=resume)
+    try:
+        train_bundle(configs, on_epoch, batched=chunk["batched"], on_checkpoint=on_checkpoint, resume=resume)
+    except ResumeMismatchError as exc:
+        if checkpoint is not None:
+            raise  # Tune's own checkpoint of this very trial: a bug, not a choice
+        log.warning("not resuming from %s: %s", chunk["resume_from"], exc)  # an earlier driver's other options
+        epochs.clear()
+        reported.clear()
+        train_bundle(configs, on_epoch, batched=chunk["batched"], on_checkpoint=on_checkpoint)
