@@ -16,7 +16,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from results import NotFoundError, TrialStatus
+from results import NotFoundError, Storage, SweepRecord, TrialStatus
 from service.deps import MAX_ID, SchedulerDep, StoreDep, SweepDep, require_token
 from service.schemas import (
     AttemptPublic,
@@ -56,11 +56,11 @@ _404: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": 
 _409: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description": "Not possible in the sweep's state."}}
 
 
-def _public(store: Any, sweep_id: int) -> SweepPublic:
+def _public(store: Storage, sweep_id: int) -> SweepPublic:
     return _of(store, store.get_sweep(sweep_id), datetime.now(UTC))
 
 
-def _of(store: Any, sweep: Any, now: datetime) -> SweepPublic:
+def _of(store: Storage, sweep: SweepRecord, now: datetime) -> SweepPublic:
     trained = None
     if sweep.status == "running" and sweep.started_at is not None:
         trained = store.finished_since(sweep.id, sweep.started_at)

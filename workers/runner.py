@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from results import Storage, SweepStatus, TransitionError, TrialRecord, TrialStatus
+from results import Storage, SweepRecord, SweepStatus, TransitionError, TrialRecord, TrialStatus
 
 __all__ = ["ClusterError", "RunOptions", "RunSummary", "holder_dead", "init_ray", "plan_chunks", "run_sweep"]
 
@@ -252,14 +252,12 @@ def run_sweep(
         from workers.trainable import train_chunk
 
         base = Path(o.storage_path or os.environ.get("WDGRID_TUNE_DIR") or Path(tempfile.gettempdir()) / "wdgrid-tune")
-        prefix = _tune_prefix(store, sweep_id)
-        statuses: tuple[TrialStatus, ...] = ("pending", "completed", "diverged", "failed")
-        known = {t.id: t for status in statuses for t in _all_trials(store, sweep_id, status)}
-        resumed = _resumable(base, prefix, known)
-        in_resumed = {t for _, ids in resumed for t in ids}
+        prefix = _tune_prefix(store.url, sweep)
+        resumed = _resumable(store, sweep_id, pending, base / prefix)
+        in_resumed = {t.id for _, chunk in resumed for t in chunk}
         max_cells = o.cells_per_trial or (GPU_CELLS_PER_TRIAL if gpus > 0 else CPU_CELLS_PER_TRIAL)
         fresh = [t for t in pending if t.id not in in_resumed]
-        chunks = [[known[t] for t in ids] for _, ids in resumed]
+        chunks = [chunk for _, chunk in resumed]
         chunks += plan_chunks(fresh, slots=slots, max_cells=max_cells) if fresh else []
         keyed = {f"{c[0].bundle_id}-{i}": c for i, c in enumerate(chunks)}
         origins = [str(folder) for folder, _ in resumed] + [None] * (len(chunks) - len(resumed))
@@ -356,35 +354,39 @@ def _all_trials(store: Storage, sweep_id: int, status: TrialStatus) -> list[Tria
             return out
 
 
-def _tune_prefix(store: Storage, sweep_id: int) -> str:
+def _tune_prefix(url: str, sweep: SweepRecord) -> str:
     """The start of the Tune folder names of this sweep's drivers: its id and a hash of the store and its creation
     time, so that sweep 1 of one database never picks up the checkpoints of sweep 1 of another."""
-    sweep = store.get_sweep(sweep_id)
-    key = hashlib.sha256(f"{store.url}|{sweep_id}|{sweep.created_at.isoformat()}".encode()).hexdigest()[:12]
-    return f"sweep-{sweep_id}-{key}"
+    key = hashlib.sha256(f"{url}|{sweep.id}|{sweep.created_at.isoformat()}".encode()).hexdigest()[:12]
+    return f"sweep-{sweep.id}-{key}"
 
 
-def _resumable(base: Path, prefix: str, trials: dict[int, TrialRecord]) -> list[tuple[Path, list[int]]]:
-    """Checkpoints that earlier drivers of the sweep left under ``base`` (newest first) and that still fit the
-    store: every cell the checkpoint holds as done is finished, every other one is pending (no cell in two).
-    Returns (checkpoint folder, trial ids in the chunk's cell order)."""
+def _resumable(
+    store: Storage, sweep_id: int, pending: list[TrialRecord], prefix: Path
+) -> list[tuple[Path, list[TrialRecord]]]:
+    """Checkpoints that earlier drivers of the sweep left in folders named ``prefix``-* (newest first) and that
+    still fit the store: every cell the checkpoint holds as done is finished, every other one is pending (no cell
+    in two). Returns (checkpoint folder, the chunk's trials in its cell order)."""
     from workers.trainable import CELLS_FILE
 
     found = []
-    for path in base.glob(f"{prefix}-*/*/checkpoint_*/{CELLS_FILE}"):
+    for path in prefix.parent.glob(f"{prefix.name}-*/*/checkpoint_*/{CELLS_FILE}"):
         try:
             meta = json.loads(path.read_text())
             found.append((path.stat().st_mtime, path.parent, [int(t) for t in meta["trial_ids"]], set(meta["done"])))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # half written when its driver died
-    out: list[tuple[Path, list[int]]] = []
+    if not found:  # the usual case: read no more of the store
+        return []
+    finished: tuple[TrialStatus, ...] = ("completed", "diverged", "failed")
+    trials = {t.id: t for t in pending} | {t.id: t for s in finished for t in _all_trials(store, sweep_id, s)}
+    out: list[tuple[Path, list[TrialRecord]]] = []
     used: set[int] = set()
     for _, folder, ids, done in sorted(found, key=lambda f: f[0], reverse=True):
         if used & set(ids) or not all(t in trials for t in ids) or len(done) == len(ids):
             continue
-        finished = ("completed", "diverged", "failed")
         if all(trials[t].status in finished if i in done else trials[t].status == "pending" for i, t in enumerate(ids)):
-            out.append((folder, ids))
+            out.append((folder, [trials[t] for t in ids]))
             used |= set(ids)
     return out
 

@@ -83,6 +83,11 @@ def _where() -> dict[str, Any]:
     return {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
+def _load(folder: str | Path) -> BundleState:
+    state: BundleState = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    return state
+
+
 def _running_history(state: BundleState) -> list[list[Any]]:
     """The epochs a checkpoint holds for the cells of its running unit, as (cell index, metrics dict) pairs."""
     inner = state["inner"]
@@ -112,10 +117,10 @@ def train_chunk(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            resume = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+            resume = _load(folder)
     elif chunk.get("resume_from"):  # left by a driver that was killed: see the module docstring
         try:
-            resume = torch.load(Path(chunk["resume_from"]) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+            resume = _load(chunk["resume_from"])
         except Exception as exc:  # truncated by the kill, or gone: start over rather than fail the cells
             log.warning("not resuming from %s: %s", chunk["resume_from"], exc)
     if resume is not None:
