@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from results import EpochMetrics, FinalMetrics, Storage
+from results import EpochRecord, FinalMetrics, SqlStorage, Storage
 from results.figures import twins_png
 from results.grids import cell_stats, grid_csv, seed_grids
 from results.separability import report
-from sweeps import SweepSpec, load_preset
+from sweeps import SweepSpec, expand, load_preset
 
 OPTIMIZERS = ("sgd", "sgdw", "adam", "adamw")
 
@@ -63,15 +63,17 @@ def synthetic_error(optimizer: str, lr: float, wd: float, seed: int) -> float | 
 
 def fill(store: Storage, spec: SweepSpec, error_of: Callable[[str, float, float, int], float | None]) -> int:
     """Create the sweep and run every trial through the store's API (claim, 3 epochs, finish)."""
-    sweep = store.create_sweep(spec)
+    sweep = store.create_sweep(expand(spec))
     while (t := store.claim_trial(sweep.id, lease_seconds=60)) is not None:
         error = error_of(t.optimizer, t.lr, t.weight_decay, t.seed)
         if error is None:
-            store.record_epoch(t.id, 1, EpochMetrics(epoch=1, train_loss=math.inf))
+            store.record_epochs([EpochRecord(trial_id=t.id, attempt=1, epoch=1, train_loss=math.inf)])
             store.finish_trial(t.id, 1, "diverged", final=FinalMetrics(train_loss=math.inf, epochs_done=1))
             continue
-        epochs = [EpochMetrics(epoch=e, test_error=error + 10.0 * (3 - e) / 3) for e in (1, 2, 3)]
-        store.record_epochs(t.id, 1, epochs)
+        epochs = [
+            EpochRecord(trial_id=t.id, attempt=1, epoch=e, test_error=error + 10.0 * (3 - e) / 3) for e in (1, 2, 3)
+        ]
+        store.record_epochs(epochs)
         store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=error, epochs_done=3))
     return sweep.id
 
@@ -109,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        store = Storage(f"sqlite:///{out / 'bench.db'}")
+        store = SqlStorage(f"sqlite:///{out / 'bench.db'}")
         start = time.perf_counter()
         if args.real:
             rows = json.loads(args.real.read_text())

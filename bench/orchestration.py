@@ -2,7 +2,7 @@
 through four ways of running it, each in a fresh process:
 
 - ``floor``   — the 64 cells trained back to back with ``train()`` in one process on one core (no Ray at all);
-- ``runner``  — ``workers.runner.run_sweep`` into a fresh SQLite store: embedded Ray, chunks of a bundle as one
+- ``runner``  — ``service.fanout.run_sweep`` into a fresh SQLite store: embedded Ray, chunks of a bundle as one
                 batched model per trial, reused actors, every epoch written to the store;
 - ``default`` — a plain Ray Tune grid, one trial per cell calling ``train()`` and reporting each epoch, Ray's
                 defaults (what a newcomer writes);
@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Any
 
+from sweeps import expand
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("floor", "runner", "default", "expert")
 EXTRA = ("bundles",)  # not run by default: --modes floor bundles runner
@@ -54,23 +56,24 @@ def bench_spec() -> Any:
 
 
 def configs() -> list[dict[str, Any]]:
-    from sweeps import cells, training_config
+    from sweeps import cells
 
     spec = bench_spec()
-    return [dict(training_config(spec, c)) for c in cells(spec)]
+    return [c.config.as_dict() for c in cells(spec)]
 
 
 def run_floor() -> dict[str, float]:
     import torch
 
-    from workers.train import TrainConfig, load_data, resolve_device, train
+    from sweeps import TrainingConfig
+    from workers.train import load_data, resolve_device, train
 
     torch.set_num_threads(1)
     cfgs = configs()
     start = time.perf_counter()
-    data = load_data(TrainConfig.from_dict(cfgs[0]), resolve_device("cpu"))
+    data = load_data(TrainingConfig.from_dict(cfgs[0]), resolve_device("cpu"))
     for c in cfgs:
-        train(c, data=data)
+        train(c, device="cpu", data=data)
     wall = time.perf_counter() - start
     return {"end_to_end": wall, "fit": wall}
 
@@ -78,27 +81,27 @@ def run_floor() -> dict[str, float]:
 def run_bundles() -> dict[str, float]:
     import torch
 
-    from sweeps import bundles, training_config
+    from service.fanout import CPU_CELLS_PER_TRIAL
+    from sweeps import TrainingConfig, bundles
     from workers.bundle import train_bundle
-    from workers.runner import CPU_CELLS_PER_TRIAL
-    from workers.train import TrainConfig, load_data, resolve_device
+    from workers.train import load_data, resolve_device
 
     torch.set_num_threads(1)
     spec = bench_spec()
     start = time.perf_counter()
-    data = load_data(TrainConfig.from_dict(configs()[0]), resolve_device("cpu"))
+    data = load_data(TrainingConfig.from_dict(configs()[0]), resolve_device("cpu"))
     for bundle in bundles(spec, max_size=CPU_CELLS_PER_TRIAL):
-        train_bundle([dict(training_config(spec, c)) for c in bundle.cells], data=data)
+        train_bundle([c.config for c in bundle.cells], device="cpu", data=data)
     wall = time.perf_counter() - start
     return {"end_to_end": wall, "fit": wall}
 
 
 def run_runner(store_dir: str) -> dict[str, float]:
-    from results import Storage
-    from workers.runner import RunOptions, init_ray, run_sweep
+    from results import SqlStorage
+    from service.fanout import RunOptions, init_ray, run_sweep
 
-    store = Storage(f"sqlite:///{store_dir}/bench.db")
-    sweep = store.create_sweep(bench_spec())
+    store = SqlStorage(f"sqlite:///{store_dir}/bench.db")
+    sweep = store.create_sweep(expand(bench_spec()))
     start = time.perf_counter()
     init_ray()
     fit_start = time.perf_counter()
@@ -112,7 +115,7 @@ def run_grid(reuse: bool) -> dict[str, float]:
     import ray
     from ray import tune
 
-    from workers.runner import _tune_environment
+    from service.fanout import _tune_environment
 
     def trainable(config: dict[str, Any]) -> None:
         import torch
@@ -140,13 +143,13 @@ def run_grid(reuse: bool) -> dict[str, float]:
 
 
 def run_cpu_fig2(store_dir: str) -> dict[str, Any]:
-    from results import Storage, report, seed_grids
+    from results import SqlStorage, report, seed_grids
+    from service.fanout import RunOptions, init_ray, run_sweep
     from sweeps import load_preset
-    from workers.runner import RunOptions, init_ray, run_sweep
 
-    store = Storage(f"sqlite:///{store_dir}/cpu-fig2.db")
+    store = SqlStorage(f"sqlite:///{store_dir}/cpu-fig2.db")
     spec = load_preset("cpu-fig2")
-    sweep = store.create_sweep(spec)
+    sweep = store.create_sweep(expand(spec))
     start = time.perf_counter()
     init_ray()
     summary = run_sweep(store, sweep.id, RunOptions())

@@ -2,7 +2,7 @@
 
 Everything goes through the real ``results.Storage`` API:
 
-- epoch rows per second, one ``record_epoch`` call (one transaction) per epoch, as the driver records them when
+- epoch rows per second, one ``record_epochs`` call (one transaction) per epoch, as the driver records them when
   they arrive; and batched, ``record_epochs`` with 100 epochs per call;
 - the time to read one optimizer's α×λ final-error grid (``Storage.grid``: 25 α × 25 λ × 2 seeds = 1250 rows) of
   one sweep from a database that holds 100,000 trials (20 sweeps of 5000 cells: 19 plus the write benchmark's).
@@ -31,8 +31,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from results import EpochMetrics, Storage
-from sweeps import SweepSpec
+from results import EpochRecord, SqlStorage, Storage
+from sweeps import SweepSpec, expand
 
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SWEEPS, SEEDS = 19, 2  # 4 optimizers × 25 α × 25 λ × 2 seeds = 5000 cells per sweep
@@ -53,8 +53,10 @@ def spec(epochs: int) -> SweepSpec:
     )
 
 
-def metrics(epoch: int) -> EpochMetrics:
-    return EpochMetrics(
+def metrics(trial_id: int, epoch: int) -> EpochRecord:
+    return EpochRecord(
+        trial_id=trial_id,
+        attempt=1,
         epoch=epoch,
         train_loss=1.0 / epoch,
         train_error=40.0 / epoch,
@@ -67,25 +69,25 @@ def metrics(epoch: int) -> EpochMetrics:
 
 def write_rates(store: Storage, seconds: float) -> tuple[float, float]:
     """(rows/s one epoch per call, rows/s 100 epochs per call), each measured for about ``seconds``."""
-    sweep = store.create_sweep(spec(epochs=1000))
+    sweep = store.create_sweep(expand(spec(epochs=1000)))
     single = store.claim_trial(sweep.id, lease_seconds=3600)
     batched = store.claim_trial(sweep.id, lease_seconds=3600)
     assert single is not None and batched is not None
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         n += 1
-        store.record_epoch(single.id, 1, metrics(n))
+        store.record_epochs([metrics(single.id, n)])
     one = n / (time.perf_counter() - start)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        store.record_epochs(batched.id, 1, [metrics(n + i) for i in range(1, 101)])
+        store.record_epochs([metrics(batched.id, n + i) for i in range(1, 101)])
         n += 100
     return one, n / (time.perf_counter() - start)
 
 
-def grid_read(store: Storage, repeats: int) -> tuple[int, float, int]:
+def grid_read(store: SqlStorage, repeats: int) -> tuple[int, float, int]:
     """(trials in the database, median seconds to read one optimizer's grid of one sweep, rows in that grid)."""
-    ids = [store.create_sweep(spec(epochs=e)).id for e in range(1, SWEEPS + 1)]
+    ids = [store.create_sweep(expand(spec(epochs=e))).id for e in range(1, SWEEPS + 1)]
     with store.engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE trials SET status = 'completed', final_test_error = 5.0 + (id % 97) * 0.5, epochs_done = 1")
@@ -118,7 +120,7 @@ def pg_schema(url: str) -> Iterator[str]:
 
 
 def run(label: str, url: str, seconds: float, repeats: int) -> None:
-    with Storage(url) as store:
+    with SqlStorage(url) as store:
         one, batch = write_rates(store, seconds)
         n_trials, read_s, rows = grid_read(store, repeats)
     print(f"{label:<22} {one:>14,.0f} {batch:>16,.0f} {n_trials:>12,} {rows:>10,} {read_s * 1000:>13.1f}")

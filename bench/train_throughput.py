@@ -54,18 +54,19 @@ def measure(model: str, k: int, device: str, epochs: int, n_train: int) -> dict[
     """One process: alternate bundles of K cells with single cells; return timings (run in a child process)."""
     import torch
 
+    from sweeps import TrainingConfig
     from workers.bundle import train_bundle
-    from workers.train import TrainConfig, load_data, resolve_device, steps_per_epoch, train
+    from workers.train import load_data, resolve_device, steps_per_epoch, train
 
     dev = resolve_device(device)
     base = {"model": model, "optimizer": "sgdw", "weight_decay": 5e-4, "epochs": epochs, "batch_size": 128}
     if model == "cnn1d":
         base["dataset"] = "mnist1d"
-        data = load_data(TrainConfig.from_dict(base | {"lr": 0.1, "device": device}), dev)
+        data = load_data(TrainingConfig.from_dict(base | {"lr": 0.1}), dev)
     else:
         base["dataset"] = "cifar10"
         data = _cifar_like(n_train, 256).to(dev)
-    configs = [base | {"lr": 0.01 * 2 ** (i % 6), "device": device} for i in range(k)]
+    configs = [base | {"lr": 0.01 * 2 ** (i % 6)} for i in range(k)]
     steps = epochs * steps_per_epoch(data.n_train, 128)
 
     def timed(fn: Any) -> float:
@@ -81,8 +82,8 @@ def measure(model: str, k: int, device: str, epochs: int, n_train: int) -> dict[
         torch.cuda.reset_peak_memory_stats(dev)
     bundle_times, single_times = [], []
     for _ in range(2):
-        bundle_times.append(timed(lambda: train_bundle(configs, data=data)))
-        single_times.append(timed(lambda: train(configs[0], data=data)))
+        bundle_times.append(timed(lambda: train_bundle(configs, device=dev, data=data)))
+        single_times.append(timed(lambda: train(configs[0], device=dev, data=data)))
     peak = (
         torch.cuda.max_memory_allocated(dev) / 2**20
         if dev.type == "cuda"

@@ -2,18 +2,20 @@
 
 The store (SQLAlchemy; SQLite by default, PostgreSQL to scale) holds append-only facts; α×λ grids as CSV,
 Figure-2 heatmaps, separability metrics and the Optuna export are computed from those facts, never stored instead of
-them. :class:`Storage`'s docstring is the store's contract.
+them. :class:`Storage` (``results._contract``) is the store's contract, and its docstring says it;
+:class:`SqlStorage` (``results._sql``) implements it on SQLite and PostgreSQL.
 
 Grids (:mod:`results.grids`) and separability (:mod:`results.separability`) are exported here; figures
 (:mod:`results.figures`, matplotlib) and the Optuna export (:mod:`results.optuna_export`) are imported from their
 modules, so that importing ``results`` does not load matplotlib or Optuna.
 """
 
+from results._contract import Storage
 from results._records import (
+    FINISHED,
     AttemptRecord,
     AttemptStatus,
     ConflictError,
-    EpochMetrics,
     EpochRecord,
     FinalMetrics,
     GridPoint,
@@ -28,24 +30,25 @@ from results._records import (
     TrialRecord,
     TrialStatus,
 )
-from results._store import DEFAULT_URL, MIGRATIONS, Storage, upgrade
+from results._sql import DEFAULT_URL, MIGRATIONS, SqlStorage, upgrade
 from results.grids import cell_stats, epochs_frame, grid_csv, grid_frame, seed_grids, trials_frame
 from results.separability import Comparison, Separability, analyze, compare, report
 
 __all__ = [
     "DEFAULT_URL",
+    "FINISHED",
     "MIGRATIONS",
     "AttemptRecord",
     "AttemptStatus",
     "Comparison",
     "ConflictError",
-    "EpochMetrics",
     "EpochRecord",
     "FinalMetrics",
     "GridPoint",
     "NotFoundError",
     "Provenance",
     "Separability",
+    "SqlStorage",
     "StaleAttemptError",
     "Storage",
     "StoreError",

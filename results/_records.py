@@ -14,7 +14,6 @@ __all__ = [
     "AttemptRecord",
     "AttemptStatus",
     "ConflictError",
-    "EpochMetrics",
     "EpochRecord",
     "FinalMetrics",
     "GridPoint",
@@ -72,11 +71,15 @@ class SweepBusyError(ConflictError):
 
 
 # --- Records: what the interface takes and returns ------------------------------------------------------------------
-@dataclass(frozen=True)
-class EpochMetrics:
-    """Metrics after one epoch (1-based). Errors in percent; ``eta`` is η_t at the epoch's end; wall time in seconds
-    since the attempt started. A non-finite value (a diverged run's inf or NaN loss) is stored as None."""
+@dataclass(frozen=True, kw_only=True)
+class EpochRecord:
+    """One epoch (1-based) of one attempt of one trial: what the driver writes and readers get back. Errors in
+    percent; ``eta`` is η_t at the epoch's end; wall time in seconds since the attempt started. A non-finite value
+    (a diverged run's inf or NaN loss) is stored as None. The metrics are the worker's ``EpochMetrics``, field for
+    field."""
 
+    trial_id: int
+    attempt: int
     epoch: int
     train_loss: float | None = None
     train_error: float | None = None
@@ -84,14 +87,6 @@ class EpochMetrics:
     test_error: float | None = None
     eta: float | None = None
     wall_time_s: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class EpochRecord(EpochMetrics):
-    """Stored epoch metrics of one attempt of one trial."""
-
-    trial_id: int
-    attempt: int
 
 
 @dataclass(frozen=True)

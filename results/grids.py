@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not a dependency (yet)
 
+from results._contract import Storage
 from results._records import EpochRecord, GridPoint, TrialRecord
-from results._store import Storage
 
 __all__ = [
     "CELL_COLUMNS",
@@ -201,12 +201,12 @@ def _metrics(e: EpochRecord) -> tuple[float | None, ...]:
 def epochs_frame(store: Storage, sweep_id: int, *, optimizer: str | None = None) -> pd.DataFrame:
     """Every stored epoch of every attempt of a sweep's trials (optionally one optimizer's), with the trial's place
     in the grid, by trial, attempt and epoch. Errors in percent, ``eta`` = η_t, wall time in seconds."""
-    rows = []
-    for t in _all_trials(store, sweep_id):
-        if optimizer is not None and t.optimizer != optimizer:
-            continue
-        for e in store.epochs(t.id):
-            rows.append((t.id, t.optimizer, t.lr, t.weight_decay, t.seed, e.attempt, e.epoch, *_metrics(e)))
+    trials = {t.id: t for t in _all_trials(store, sweep_id) if optimizer is None or t.optimizer == optimizer}
+    rows = [
+        (t.id, t.optimizer, t.lr, t.weight_decay, t.seed, e.attempt, e.epoch, *_metrics(e))
+        for e in store.sweep_epochs(sweep_id)  # one query for every epoch, not one per trial
+        if (t := trials.get(e.trial_id)) is not None
+    ]
     return pd.DataFrame(rows, columns=list(_EPOCH_COLUMNS))
 
 

@@ -30,8 +30,8 @@ from typing import Any, Final
 import numpy as np
 import optuna
 
+from results._contract import Storage
 from results._records import TrialRecord
-from results._store import Storage
 from results.separability import Separability
 
 __all__ = ["export_sweep", "importance_report", "param_importances", "study_name"]

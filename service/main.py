@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
-from results import ConflictError, NotFoundError, Storage, TransitionError
+from results import ConflictError, NotFoundError, SqlStorage, TransitionError
 from service.deps import SettingsDep, StoreDep
 from service.routes import router
 from service.scheduler import Scheduler
-from service.schemas import spec_body_schemas
+from service.schemas import SUBMISSION_TAGS
 from service.settings import Settings
-from sweeps import UnknownPresetError
+from sweeps import SpecLimitError, UnknownPresetError
 
 __all__ = ["create_app"]
 
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Storage(settings.database_url)
+        store = SqlStorage(settings.database_url)
         scheduler = Scheduler(settings, store, log_dir=log_dir or Path("wdgrid-logs"))
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
         scheduler.start()
@@ -63,8 +64,7 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         """The database answers, and the Ray cluster's head (RAY_ADDRESS) accepts connections."""
         checks: dict[str, str] = {}
         try:
-            with store.engine.connect() as conn:
-                conn.execute(text("select 1"))
+            store.ping()
             checks["database"] = "ok"
         except Exception as exc:  # any failure is "not ready", said in the body
             checks["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -73,31 +73,7 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         return JSONResponse(checks | {"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
 
     _errors(app)
-    _document_spec_body(app)
     return app
-
-
-def _document_spec_body(app: FastAPI) -> None:
-    """Give ``POST /sweeps`` the spec's JSON schema in the OpenAPI document. The route takes a plain object because
-    a preset's overrides can only be validated once merged into the preset (``routes._spec_from``); the document
-    still says exactly what may be sent: a ``SweepSpec`` or a ``PresetSubmission``."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = build()  # FastAPI's own, cached on the app: amended once, in place
-            components = document.setdefault("components", {}).setdefault("schemas", {})
-            body = spec_body_schemas()
-            if clash := body.keys() & components.keys():
-                raise RuntimeError(f"spec schemas clash with the API's own: {sorted(clash)}")
-            components.update(body)
-            content = document["paths"]["/sweeps"]["post"]["requestBody"]["content"]["application/json"]
-            content["schema"] = {
-                "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in ("SweepSpec", "PresetSubmission")]
-            }
-        return app.openapi_schema or {}
-
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to amend the document
 
 
 def _ray_reachable(address: str | None) -> str:
@@ -135,6 +111,27 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     app.add_exception_handler(UnknownPresetError, unknown_preset)
+
+    async def over_limit(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SpecLimitError)
+        detail = [{"type": "over_limit", "loc": ["body", exc.field], "msg": str(exc)}]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    app.add_exception_handler(SpecLimitError, over_limit)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        # POST /sweeps's body is a tagged union (service.schemas.SweepSubmission): pydantic puts the tag ("spec" or
+        # "preset") into each error's location; drop it, so that the location is the field as the user wrote it.
+        assert isinstance(exc, RequestValidationError)
+        errors = []
+        for e in exc.errors():
+            loc = list(e.get("loc", ()))
+            if len(loc) >= 2 and loc[0] == "body" and loc[1] in SUBMISSION_TAGS and request.url.path == "/sweeps":
+                del loc[1]
+            errors.append({**e, "loc": loc})
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    app.add_exception_handler(RequestValidationError, invalid)
 
 
 def _version() -> str:

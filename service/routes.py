@@ -5,10 +5,8 @@ pool and a slow CSV never blocks the event loop."""
 from __future__ import annotations
 
 import math
-import tempfile
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Response, status
@@ -17,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from results import NotFoundError, Storage, SweepRecord, TrialStatus
-from service.deps import MAX_ID, SchedulerDep, StoreDep, SweepDep, require_token
+from results.export import GridMetric, NoTwinsError
+from service.deps import MAX_ID, SchedulerDep, SettingsDep, StoreDep, SweepDep, require_token
 from service.schemas import (
     AttemptPublic,
     ComparisonPublic,
@@ -29,11 +28,12 @@ from service.schemas import (
     SweepCreated,
     SweepPublic,
     SweepsPublic,
+    SweepSubmission,
     TrialDetail,
     TrialPublic,
     TrialsPublic,
 )
-from sweeps import SweepSpec, list_presets, load_preset
+from sweeps import SweepSpec, expand, list_presets
 
 __all__ = ["router"]
 
@@ -44,7 +44,6 @@ router = APIRouter(
 
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip (pagination).")]
 TrialId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The trial's id.")]
-Metric = Literal["mean", "std", "n", "n_diverged"]
 OptimizerName = Literal["sgd", "sgdw", "adam", "adamw"]
 _CSV: dict[str, Any] = {"text/csv": {}}
 _GRID_CACHE: dict[tuple[Any, ...], str] = {}  # oldest first; bounded by _GRID_CACHE_SIZE
@@ -67,26 +66,6 @@ def _of(store: Storage, sweep: SweepRecord, now: datetime) -> SweepPublic:
     return SweepPublic.of(sweep, store.status_counts(sweep.id), now, trained=trained)
 
 
-def _spec_from(body: dict[str, Any]) -> SweepSpec:
-    """A full spec, or ``{"preset": name, ...top-level overrides}``; errors as 422 naming the field."""
-    try:
-        if "preset" in body:
-            name = body["preset"]
-            if not isinstance(name, str):
-                raise RequestValidationError(
-                    [{"type": "string_type", "loc": ("body", "preset"), "msg": "not a string"}]
-                )
-            overrides = {k: v for k, v in body.items() if k != "preset"}
-            return load_preset(name, **overrides)
-        return SweepSpec.model_validate(body)
-    except ValidationError as exc:
-        errors = [
-            {"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"], "input": e.get("input")}
-            for e in exc.errors(include_url=False)
-        ]
-        raise RequestValidationError(errors) from None
-
-
 @router.post(
     "/sweeps",
     status_code=status.HTTP_201_CREATED,
@@ -100,9 +79,10 @@ def _spec_from(body: dict[str, Any]) -> SweepSpec:
 def create_sweep(
     store: StoreDep,
     scheduler: SchedulerDep,
+    settings: SettingsDep,
     response: Response,
     body: Annotated[
-        dict[str, Any],
+        SweepSubmission,
         Body(
             description="A sweep spec (see README, 'Sweep specs'), or a preset with top-level overrides.",
             openapi_examples={
@@ -121,8 +101,15 @@ def create_sweep(
 ) -> SweepCreated:
     """Submit a sweep: it is queued (FIFO) and starts when a slot is free. Cells an earlier sweep of the same spec
     already finished are reused, not trained again (``reuse=false`` trains everything); the response says how many."""
-    spec = _spec_from(body)
-    sweep = store.create_sweep(spec, idempotency_key=idempotency_key)
+    if isinstance(body, SweepSpec):
+        spec = body
+    else:
+        try:
+            spec = body.spec()
+        except ValidationError as exc:  # the merged spec: its locations are the spec's own fields
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    spec.check_limits(settings.spec_limits())  # SpecLimitError: a 422 naming the field (service.main)
+    sweep = store.create_sweep(expand(spec), idempotency_key=idempotency_key)
     fresh = sweep.status == "pending" and sweep.started_at is None
     reused = store.reuse_finished(sweep.id) if reuse and fresh else {}
     scheduler.wake()
@@ -196,10 +183,6 @@ def get_trial(store: StoreDep, sweep: SweepDep, trial_id: TrialId) -> TrialDetai
     )
 
 
-def _optimizers(sweep: Any) -> list[str]:
-    return [str(g["optimizer"]) for g in sweep.spec["grids"]]
-
-
 @router.get(
     "/sweeps/{sweep_id}/grid.csv",
     response_class=Response,
@@ -211,24 +194,20 @@ def grid_csv(
     sweep: SweepDep,
     optimizer: Annotated[OptimizerName, Query(description="Whose grid.")],
     metric: Annotated[
-        Metric, Query(description="mean or std of the final test error (percent) over seeds, n, n_diverged.")
+        GridMetric, Query(description="mean or std of the final test error (percent) over seeds, n, n_diverged.")
     ] = "mean",
 ) -> Response:
     """One optimizer's α × λ grid (α down the rows, λ raw per step across) of the final test error over seeds:
     ``mean`` (percent; diverged cells marked), ``std``, ``n`` (completed seeds) or ``n_diverged``."""
-    from results import cell_stats, grid_frame
-    from results import grid_csv as wide_csv
+    from results.export import grid_text
 
-    if optimizer not in _optimizers(sweep):
-        raise NotFoundError(f"sweep {sweep.id} has no {optimizer} grid (it has {', '.join(_optimizers(sweep))})")
     # A grid changes only when a trial changes status: pollers of a running sweep mostly get the cached text
     # (building it through pandas costs ~10 ms; the counts ~1 ms).
     version = tuple(sorted(store.status_counts(sweep.id).items()))
     key = (store.url, sweep.id, optimizer, metric, version)
     text = _GRID_CACHE.get(key)
     if text is None:
-        stats = cell_stats(store, sweep.id, optimizer)
-        text = wide_csv(stats) if metric == "mean" else grid_frame(stats, metric).to_csv(index_label="lr\\weight_decay")
+        text = grid_text(store, sweep, optimizer, metric)
         with _GRID_LOCK:
             _GRID_CACHE[key] = text
             while len(_GRID_CACHE) > _GRID_CACHE_SIZE:
@@ -244,9 +223,9 @@ def grid_csv(
 )
 def trials_csv(store: StoreDep, sweep: SweepDep) -> Response:
     """Every trial, one row each: grid place, status, final metrics (percent, seconds), provenance."""
-    from results import trials_frame
+    from results.export import trials_csv as text
 
-    return _file(trials_frame(store, sweep.id).to_csv(index=False).encode(), "text/csv", f"sweep-{sweep.id}-trials.csv")
+    return _file(text(store, sweep.id).encode(), "text/csv", f"sweep-{sweep.id}-trials.csv")
 
 
 @router.get(
@@ -257,9 +236,9 @@ def trials_csv(store: StoreDep, sweep: SweepDep) -> Response:
 )
 def epochs_csv(store: StoreDep, sweep: SweepDep) -> Response:
     """Every stored epoch of every attempt of every trial (errors in percent, η_t, wall time in seconds)."""
-    from results import epochs_frame
+    from results.export import epochs_csv as text
 
-    return _file(epochs_frame(store, sweep.id).to_csv(index=False).encode(), "text/csv", f"sweep-{sweep.id}-epochs.csv")
+    return _file(text(store, sweep.id).encode(), "text/csv", f"sweep-{sweep.id}-epochs.csv")
 
 
 @router.get(
@@ -276,21 +255,9 @@ def heatmap(
     ] = None,
 ) -> Response:
     """Figure-2 heatmaps: one optimizer's, or (default) each L2 optimizer beside its decoupled twin when both ran."""
-    from results import cell_stats
-    from results.figures import heatmap_png, twins_png
-    from results.separability import TWINS
+    from results.export import heatmap_png_bytes
 
-    names = _optimizers(sweep)
-    if optimizer is not None and optimizer not in names:
-        raise NotFoundError(f"sweep {sweep.id} has no {optimizer} grid (it has {', '.join(names)})")
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "heatmap.png"
-        if optimizer is None and any(a in names and b in names for a, b in TWINS.items()):
-            twins_png({o: cell_stats(store, sweep.id, o) for o in names}, path)
-        else:
-            name = optimizer or names[0]
-            heatmap_png(cell_stats(store, sweep.id, name), path, title=name)
-        return _file(path.read_bytes(), "image/png", f"sweep-{sweep.id}-heatmap.png")
+    return _file(heatmap_png_bytes(store, sweep, optimizer), "image/png", f"sweep-{sweep.id}-heatmap.png")
 
 
 @router.get(
@@ -299,19 +266,12 @@ def heatmap(
 def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
     """Each L2 optimizer against its decoupled twin, seed by seed: coupling index, slope, interaction share, top-k
     correlation and the verdict in words (``results.separability``)."""
-    from results import report, seed_grids
-    from results.separability import TWINS
+    from results.export import separability as analyse
 
-    names = _optimizers(sweep)
-    paired = [o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)]
-    if not paired:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"sweep {sweep.id} has no L2 optimizer beside its decoupled twin {TWINS}"
-        )
     try:
-        comparisons = report({o: seed_grids(store, sweep.id, o) for o in paired})
-    except ValueError as exc:  # e.g. λ = 0 on an axis: the analysis is in log2
-        raise HTTPException(status.HTTP_409_CONFLICT, f"cannot analyze sweep {sweep.id}: {exc}") from None
+        comparisons = analyse(store, sweep)
+    except NoTwinsError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
     def values(by_seed: Any) -> dict[str, SeparabilityValues]:
         fields = ("coupling_index", "coupling_slope", "interaction_share", "topk_log_corr")

@@ -1,5 +1,5 @@
 """The controller's queue: sweeps start in FIFO order (by id), at most ``max_concurrent_sweeps`` at once, each driven
-by a process of its own (``python -m service.cli drive ID``) that runs ``workers.runner.run_sweep``.
+by a process of its own (``python -m service.cli drive ID``) that runs ``service.fanout.run_sweep``.
 
 Why a process per sweep: Ray never starts inside the web server (``ray.init`` in uvicorn's main thread replaces its
 SIGTERM handler, and two ``Tuner.fit`` in one process race on Tune's registry), a driver's crash cannot take the API
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Final
 
 from results import Storage, SweepRecord, TransitionError
+from service.fanout import holder_dead  # light: imports neither torch nor Ray until a sweep runs
 from service.settings import Settings
-from workers.runner import holder_dead  # light: imports neither torch nor Ray until a sweep runs
 
 __all__ = ["Scheduler"]
 
@@ -156,12 +156,7 @@ class Scheduler:
                 return out
 
     def _spawn(self, sweep_id: int) -> None:
-        env = dict(os.environ)
-        env["WDGRID_DATABASE_URL"] = self.store.url
-        if self.settings.data_dir is not None:
-            env["WDGRID_DATA_DIR"] = str(self.settings.data_dir)
-        if self.settings.ray_address:
-            env["RAY_ADDRESS"] = self.settings.ray_address
+        env = self.settings.driver_environment(os.environ) | {"WDGRID_DATABASE_URL": self.store.url}
         with (self.log_dir / f"sweep-{sweep_id}.log").open("ab") as out:
             self.children[sweep_id] = subprocess.Popen(
                 [*self.driver, str(sweep_id)],

@@ -4,28 +4,30 @@ description (they become the OpenAPI docs at ``/docs``)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator
+from pydantic.fields import FieldInfo
 
 from results import SweepRecord, TrialRecord, TrialStatus
-from sweeps import SweepSpec, list_presets
+from sweeps import SweepSpec, list_presets, load_preset
 
 __all__ = [
     "AttemptPublic",
     "ComparisonPublic",
     "EpochPublic",
     "PresetPublic",
+    "PresetSubmission",
     "Problem",
     "SeparabilityPublic",
     "SeparabilityValues",
     "SweepCreated",
     "SweepPublic",
+    "SweepSubmission",
     "SweepsPublic",
     "TrialDetail",
     "TrialPublic",
     "TrialsPublic",
-    "spec_body_schemas",
 ]
 
 
@@ -229,23 +231,57 @@ class SeparabilityPublic(_Public):
     comparisons: list[ComparisonPublic] = Field(description="One per L2 optimizer that ran beside its twin.")
 
 
-def spec_body_schemas() -> dict[str, Any]:
-    """The JSON schemas of ``POST /sweeps``'s body as OpenAPI components (refs ``#/components/schemas/...``):
-    ``SweepSpec`` with its parts, and ``PresetSubmission``: a preset's name with any of the spec's top-level fields
-    as overrides. The route validates the body itself (a preset's overrides are checked after merging them into the
-    preset), so these document it and let clients and fuzzers generate bodies; they never validate."""
-    spec = SweepSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-    parts: dict[str, Any] = spec.pop("$defs", {})
-    preset = {
-        "title": "PresetSubmission",
-        "description": "A built-in sweep (GET /presets) by name; any other key is one of the spec's top-level fields "
-        "and replaces the preset's value, and the merged spec is validated as a whole.",
-        "type": "object",
-        "properties": {
-            "preset": {"type": "string", "enum": [p.name for p in list_presets()], "description": "Preset name."},
-            **spec["properties"],
-        },
-        "required": ["preset"],
-        "additionalProperties": False,
-    }
-    return {**parts, "SweepSpec": spec, "PresetSubmission": preset}
+# --- What POST /sweeps takes ----------------------------------------------------------------------------------------
+class _PresetName(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    preset: str = Field(
+        description="A built-in sweep (GET /presets) by name.",
+        json_schema_extra={"enum": [p.name for p in list_presets()]},
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        known = [p.name for p in list_presets()]
+        if name not in known:
+            raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(known)}")
+        return name
+
+    def spec(self) -> SweepSpec:
+        """The preset with this submission's overrides, validated as a whole (``pydantic.ValidationError`` whose
+        ``loc`` names the spec field)."""
+        overrides = {k: v for k, v in self.model_dump(mode="json", exclude_unset=True).items() if k != "preset"}
+        return load_preset(self.preset, **overrides)
+
+
+# Every top-level field of the spec, optional: an override replaces the preset's value, and is checked here on its
+# own (type, range) and again, merged, by PresetSubmission.spec().
+PresetSubmission = create_model(
+    "PresetSubmission",
+    __base__=_PresetName,
+    __doc__="A built-in sweep by name; any other key is one of the spec's top-level fields and replaces the preset's "
+    "value, and the merged spec is validated as a whole.",
+    **{  # type: ignore[call-overload]
+        name: (Optional[info.annotation], FieldInfo.merge_field_infos(info, default=None))  # noqa: UP045
+        for name, info in SweepSpec.model_fields.items()
+    },
+)
+
+
+def _submission_kind(body: Any) -> str:
+    preset = (isinstance(body, dict) and "preset" in body) or isinstance(body, _PresetName)
+    return "preset" if preset else "spec"
+
+
+if TYPE_CHECKING:  # a class made by create_model is a value to mypy; its base says what the route may call
+    SweepSubmission = SweepSpec | _PresetName
+else:
+    SweepSubmission = Annotated[
+        Annotated[SweepSpec, Tag("spec")] | Annotated[PresetSubmission, Tag("preset")],
+        Discriminator(_submission_kind),
+    ]
+"""The body of ``POST /sweeps``: a whole :class:`~sweeps.SweepSpec`, or a :class:`PresetSubmission`. The tag (``spec``
+or ``preset``) appears in pydantic's error locations; the API's 422 handler drops it, so that a location names the
+field as the user wrote it (``body.epochs``)."""
+SUBMISSION_TAGS = ("spec", "preset")

@@ -1,26 +1,40 @@
-"""The controller's settings, from the environment (``WDGRID_*``, and Ray's own ``RAY_ADDRESS``), validated when the
-server starts: a bad value stops it with a message naming the variable."""
+"""Everything wdgrid reads from the environment (``WDGRID_*``, and Ray's own ``RAY_ADDRESS``), in one object,
+validated when a program starts: a bad value stops it with a message naming the variable. The controller, its sweep
+drivers and ``wdgrid run`` all read it; ``sweeps``, ``workers`` and ``results`` read nothing from the environment:
+what they need (limits, data and Tune folders, CPUs and GPUs per trial, the store's URL) is passed to them from here.
+The one exception is a worker image's ``WDGRID_GIT_SHA`` (provenance of a build without ``.git``)."""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Self
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from results import DEFAULT_URL
+from service.fanout import RunOptions
+from sweeps import DEFAULT_MAX_CELLS, DEFAULT_MAX_EPOCHS, MAX_CELLS_CEILING, MAX_EPOCHS_CEILING, SpecLimits
+
 __all__ = ["Settings"]
 
 
 class Settings(BaseSettings):
-    """Environment variables: ``WDGRID_DATABASE_URL``, ``WDGRID_DATA_DIR``, ``RAY_ADDRESS``, ``WDGRID_HOST``,
-    ``WDGRID_PORT``, ``WDGRID_MAX_CONCURRENT_SWEEPS``, ``WDGRID_API_TOKEN``, ``WDGRID_POLL_S``."""
+    """Each field is the environment variable ``WDGRID_<FIELD>`` (``ray_address``: ``RAY_ADDRESS``); the README's
+    settings table lists them."""
 
     model_config = SettingsConfigDict(env_prefix="WDGRID_", extra="ignore", frozen=True)
 
-    database_url: str = Field(default="sqlite:///wdgrid.db", description="SQLAlchemy URL of the results store.")
-    data_dir: Path | None = Field(default=None, description="Where data sets live (default ~/.cache/wdgrid/data).")
+    database_url: str = Field(default=DEFAULT_URL, description="SQLAlchemy URL of the results store.")
+    data_dir: Path | None = Field(
+        default=None, description="Where workers find data sets (default ~/.cache/wdgrid/data on each worker)."
+    )
+    tune_dir: Path | None = Field(
+        default=None,
+        description="Ray Tune's checkpoint folder; on a cluster a path every node shares (default: a temporary one).",
+    )
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAY_ADDRESS", "WDGRID_RAY_ADDRESS"),
@@ -39,6 +53,18 @@ class Settings(BaseSettings):
     )
     poll_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="Seconds between the scheduler's looks at the queue."
+    )
+    max_cells: Annotated[int, Field(ge=1, le=MAX_CELLS_CEILING)] = Field(
+        default=DEFAULT_MAX_CELLS, description="Most cells (seeds × α × λ over all grids) one sweep may have."
+    )
+    max_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS_CEILING)] = Field(
+        default=DEFAULT_MAX_EPOCHS, description="Most epochs one sweep may train each cell."
+    )
+    cpus_per_trial: Annotated[float, Field(gt=0, le=1024)] = Field(
+        default=1.0, description="CPUs Ray reserves for each trial (chunk of cells); torch uses as many threads."
+    )
+    gpus_per_trial: Annotated[float | None, Field(ge=0, le=64)] = Field(
+        default=None, description="GPUs per trial (fractions share one); unset: 1 when the cluster has GPUs, else 0."
     )
 
     @field_validator("database_url")
@@ -65,6 +91,35 @@ class Settings(BaseSettings):
         if self.api_token is not None and len(self.api_token.get_secret_value()) < 16:
             raise ValueError("WDGRID_API_TOKEN must be at least 16 characters")
         return self
+
+    def spec_limits(self) -> SpecLimits:
+        """The caps a submitted spec is checked against."""
+        return SpecLimits(max_cells=self.max_cells, max_epochs=self.max_epochs)
+
+    def driver_environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The environment of a sweep's driver process: ``inherited`` with every setting a driver reads written out
+        (so that settings given in code reach it too), and without what only the server needs (its address and
+        the API token: a driver serves nothing)."""
+        env = {k: v for k, v in inherited.items() if not k.startswith("WDGRID_") and k != "RAY_ADDRESS"}
+        values = {
+            "WDGRID_DATABASE_URL": self.database_url,
+            "WDGRID_DATA_DIR": self.data_dir,
+            "WDGRID_TUNE_DIR": self.tune_dir,
+            "RAY_ADDRESS": self.ray_address,
+            "WDGRID_CPUS_PER_TRIAL": self.cpus_per_trial,
+            "WDGRID_GPUS_PER_TRIAL": self.gpus_per_trial,
+            "WDGRID_GIT_SHA": inherited.get("WDGRID_GIT_SHA"),
+        }
+        return env | {k: str(v) for k, v in values.items() if v is not None}
+
+    def run_options(self) -> RunOptions:
+        """How a sweep driver runs its sweep on Ray."""
+        return RunOptions(
+            cpus_per_trial=self.cpus_per_trial,
+            gpus_per_trial=self.gpus_per_trial,
+            storage_path=None if self.tune_dir is None else str(self.tune_dir),
+            data_dir=None if self.data_dir is None else str(self.data_dir),
+        )
 
 
 def _is_loopback(host: str) -> bool:

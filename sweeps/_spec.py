@@ -9,10 +9,11 @@ Units, everywhere in this module:
   with warm restarts, T = ``t_0``, the first restart period (one raw λ per run; later, longer periods keep it).
 - Every time (``epochs``, ``drop_epochs``, ``t_0``) is in epochs, as in ``workers.schedules``.
 
-Limits: a sweep may hold at most ``max_cells`` cells (default 5000) and ``max_epochs`` epochs (default 2000). Each is
-read, in this order, from the validation context (``SweepSpec.model_validate(data, context={"max_cells": n})``),
-from the environment (``WDGRID_MAX_CELLS``, ``WDGRID_MAX_EPOCHS``) at validation time, or from the defaults
-:data:`DEFAULT_MAX_CELLS` / :data:`DEFAULT_MAX_EPOCHS`.
+Limits come in two layers. A valid spec never exceeds the *ceilings* (:data:`MAX_CELLS_CEILING` cells,
+:data:`MAX_EPOCHS_CEILING` epochs): validation checks them before expanding anything, so no spec can ask for
+unbounded work. Below them, the operator's :class:`SpecLimits` (default 5000 cells, 2000 epochs; the controller's
+``WDGRID_MAX_CELLS`` / ``WDGRID_MAX_EPOCHS``) are checked by :meth:`SweepSpec.check_limits` where a sweep is
+accepted: the service and ``wdgrid run``. Nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections import Counter
+from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -41,23 +43,30 @@ __all__ = [
     "DATASETS",
     "DEFAULT_MAX_CELLS",
     "DEFAULT_MAX_EPOCHS",
+    "MAX_CELLS_CEILING",
+    "MAX_EPOCHS_CEILING",
     "MODELS",
     "N_TRAIN",
     "OPTIMIZERS",
+    "PRECISIONS",
     "Axis",
-    "CosineSchedule",
+    "CosineScheduleSpec",
     "DatasetName",
-    "FixedSchedule",
+    "FixedScheduleSpec",
     "Grid",
     "LogRange",
     "ModelName",
     "OptimizerName",
-    "Schedule",
-    "StepSchedule",
+    "Precision",
+    "ScheduleSpec",
+    "SpecLimitError",
+    "SpecLimits",
+    "StepScheduleSpec",
     "SweepSpec",
-    "WarmRestartsSchedule",
+    "WarmRestartsScheduleSpec",
     "canonical_json",
     "expand_axis",
+    "normalized_weight_decay",
 ]
 
 # The registries' names. workers/data.py and workers/models.py hold the implementations; sweeps may not import them
@@ -76,6 +85,11 @@ MODELS: Final[tuple[ModelName, ...]] = (
     "shake_shake_26_2x96d",
 )
 OPTIMIZERS: Final[tuple[OptimizerName, ...]] = ("sgd", "sgdw", "adam", "adamw")
+# How a cell's arithmetic runs; it changes the numbers, so it is part of every cell's training config and id.
+# float32: everything in float32. float64: everything in float64 (exactness checks). bfloat16: float32 weights and
+# optimizer, forward passes under bf16 autocast and image batches channels-last (the fast path on a GPU).
+Precision = Literal["float32", "float64", "bfloat16"]
+PRECISIONS: Final[tuple[Precision, ...]] = ("float32", "float64", "bfloat16")
 
 # B, the training examples per epoch, for the normalized weight decay λ = λ_norm·√(b / (B·T)). digits has 1797
 # images and no official split: the data module holds out a stratified 20 %, which leaves 1437 for training.
@@ -89,25 +103,16 @@ N_TRAIN: Final[dict[DatasetName, int]] = {
 
 DEFAULT_MAX_CELLS: Final = 5000
 DEFAULT_MAX_EPOCHS: Final = 2000
+# No spec may exceed these, whatever the operator's limits: they bound the work validation itself may do.
+MAX_CELLS_CEILING: Final = 100_000
+MAX_EPOCHS_CEILING: Final = 100_000
 
 # The version of the canonical form: bump it when its layout changes, so old and new fingerprints never collide.
-CANONICAL_VERSION: Final = 1
+# 2: the precision policy joined the training config (and with it every cell id).
+CANONICAL_VERSION: Final = 2
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
-
-
-def _limit(info: ValidationInfo, key: str, env: str, default: int) -> int:
-    """A limit from the validation context, else the environment variable ``env``, else ``default``."""
-    if isinstance(info.context, dict) and key in info.context:
-        return int(info.context[key])
-    raw = os.environ.get(env)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{env} must be an integer, got {raw!r}") from None
 
 
 class _Frozen(BaseModel):
@@ -204,9 +209,8 @@ class Grid(_Frozen):
     @classmethod
     def _check_axis(cls, axis: Axis, info: ValidationInfo) -> Axis:
         # Count a range before expanding it, so that a tiny step cannot make a huge list.
-        cap = _limit(info, "max_cells", "WDGRID_MAX_CELLS", DEFAULT_MAX_CELLS)
-        if isinstance(axis, LogRange) and axis.count() > cap:
-            raise ValueError(f"has {axis.count()} values, more than the cap of {cap} cells")
+        if isinstance(axis, LogRange) and axis.count() > MAX_CELLS_CEILING:
+            raise ValueError(f"has {axis.count()} values, more than any sweep may have ({MAX_CELLS_CEILING} cells)")
         values = expand_axis(axis)
         if not values:
             raise ValueError("must not be empty")
@@ -220,23 +224,32 @@ class Grid(_Frozen):
             raise ValueError(f"holds duplicate values {dupes}")
         return axis
 
+    # Expanded once per grid and kept: a LogRange's values are computed exactly (Fractions), not for free.
+    @cached_property
+    def _lr_values(self) -> tuple[float, ...]:
+        return tuple(expand_axis(self.lr))
+
+    @cached_property
+    def _weight_decay_values(self) -> tuple[float, ...]:
+        return tuple(expand_axis(self.weight_decay))
+
     def lrs(self) -> list[float]:
-        """α values, as floats."""
-        return expand_axis(self.lr)
+        """α values, as floats, in the order given."""
+        return list(self._lr_values)
 
     def weight_decays(self) -> list[float]:
-        """λ values as given (raw or normalized: the sweep says which), as floats."""
-        return expand_axis(self.weight_decay)
+        """λ values as given (raw or normalized: the sweep says which), as floats, in the order given."""
+        return list(self._weight_decay_values)
 
 
 # --- Schedules ------------------------------------------------------------------------------------------------------
-class FixedSchedule(_Frozen):
+class FixedScheduleSpec(_Frozen):
     """``fixed``: η_t = 1."""
 
     name: Annotated[Literal["fixed"], Field(description="The schedule.")]
 
 
-class StepSchedule(_Frozen):
+class StepScheduleSpec(_Frozen):
     """``step``: η_t = ``factor`` ** (drops so far); ``drop_epochs`` None means 30/60/80 % of the run."""
 
     name: Annotated[Literal["step"], Field(description="The schedule.")]
@@ -248,13 +261,13 @@ class StepSchedule(_Frozen):
     ] = 0.1
 
 
-class CosineSchedule(_Frozen):
+class CosineScheduleSpec(_Frozen):
     """``cosine``: η_t = 0.5 + 0.5·cos(π·t/T) over the whole run."""
 
     name: Annotated[Literal["cosine"], Field(description="The schedule.")]
 
 
-class WarmRestartsSchedule(_Frozen):
+class WarmRestartsScheduleSpec(_Frozen):
     """``warm_restarts`` (SGDR): cosine periods of ``t_0``, ``t_0·t_mult``, … epochs."""
 
     name: Annotated[Literal["warm_restarts"], Field(description="The schedule.")]
@@ -264,8 +277,8 @@ class WarmRestartsSchedule(_Frozen):
     ] = 2.0
 
 
-Schedule = Annotated[
-    FixedSchedule | StepSchedule | CosineSchedule | WarmRestartsSchedule,
+ScheduleSpec = Annotated[
+    FixedScheduleSpec | StepScheduleSpec | CosineScheduleSpec | WarmRestartsScheduleSpec,
     Field(discriminator="name"),
 ]
 
@@ -290,8 +303,15 @@ class SweepSpec(_Frozen):
     epochs: Annotated[int, Field(strict=True, ge=1, description="Epochs each cell trains (T); capped by max_epochs.")]
     batch_size: Annotated[int, Field(strict=True, ge=1, description="Examples per optimizer step (b).")]
     schedule: Annotated[
-        Schedule, Field(description="η_t, the per-epoch multiplier of α (and of λ for the decoupled optimizers).")
+        ScheduleSpec, Field(description="η_t, the per-epoch multiplier of α (and of λ for the decoupled optimizers).")
     ]
+    precision: Annotated[
+        Precision,
+        Field(
+            description="float32 (default); float64; bfloat16: float32 weights, bf16 autocast forward passes and "
+            "channels-last images (for GPUs). Part of every cell's identity: it changes the numbers."
+        ),
+    ] = "float32"
     weight_decay_units: Annotated[
         Literal["raw", "normalized"],
         Field(
@@ -313,11 +333,12 @@ class SweepSpec(_Frozen):
 
     @field_validator("epochs")
     @classmethod
-    def _check_epochs(cls, v: int, info: ValidationInfo) -> int:
-        cap = _limit(info, "max_epochs", "WDGRID_MAX_EPOCHS", DEFAULT_MAX_EPOCHS)
-        if v > cap:
+    def _check_epochs(cls, v: int) -> int:
+        if v > MAX_EPOCHS_CEILING:
             raise PydanticCustomError(
-                "too_many_epochs", "{epochs} epochs is more than the cap of {cap}", {"epochs": v, "cap": cap}
+                "too_many_epochs",
+                "{epochs} epochs is more than any sweep may train ({cap})",
+                {"epochs": v, "cap": MAX_EPOCHS_CEILING},
             )
         return v
 
@@ -341,19 +362,18 @@ class SweepSpec(_Frozen):
         seeds = info.data.get("seeds")
         if seeds is not None:
             n_cells = len(seeds) * sum(len(g.lrs()) * len(g.weight_decays()) for g in grids)
-            cap = _limit(info, "max_cells", "WDGRID_MAX_CELLS", DEFAULT_MAX_CELLS)
-            if n_cells > cap:
+            if n_cells > MAX_CELLS_CEILING:
                 raise PydanticCustomError(
                     "too_many_cells",
-                    "the sweep has {cells} cells (seeds × α × λ over all grids), more than the cap of {cap}",
-                    {"cells": n_cells, "cap": cap},
+                    "the sweep has {cells} cells (seeds × α × λ over all grids), more than any sweep may have ({cap})",
+                    {"cells": n_cells, "cap": MAX_CELLS_CEILING},
                 )
         return grids
 
     # --- Units ----------------------------------------------------------------------------------------------------
     def normalization_epochs(self) -> float:
         """T of the normalized decay, in epochs: ``epochs``, or ``t_0`` with warm restarts."""
-        if isinstance(self.schedule, WarmRestartsSchedule):
+        if isinstance(self.schedule, WarmRestartsScheduleSpec):
             return self.schedule.t_0
         return float(self.epochs)
 
@@ -361,8 +381,21 @@ class SweepSpec(_Frozen):
         """Raw per-step λ for a λ from the grid: itself when raw, λ_norm·√(b / (B·T)) when normalized."""
         if self.weight_decay_units == "raw":
             return given
-        b, n, t = self.batch_size, N_TRAIN[self.dataset], self.normalization_epochs()
-        return given * math.sqrt(b / (n * t))
+        return normalized_weight_decay(given, self.batch_size, N_TRAIN[self.dataset], self.normalization_epochs())
+
+    def check_limits(self, limits: SpecLimits) -> None:
+        """Raise :class:`SpecLimitError` naming the field when the spec exceeds the operator's ``limits``."""
+        if self.epochs > limits.max_epochs:
+            raise SpecLimitError(
+                "epochs",
+                f"{self.epochs} epochs is more than this server's cap of {limits.max_epochs} (WDGRID_MAX_EPOCHS)",
+            )
+        if self.n_cells() > limits.max_cells:
+            raise SpecLimitError(
+                "grids",
+                f"the sweep has {self.n_cells()} cells (seeds × α × λ over all grids), more than this server's cap "
+                f"of {limits.max_cells} (WDGRID_MAX_CELLS)",
+            )
 
     # --- Identity -------------------------------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
@@ -376,6 +409,7 @@ class SweepSpec(_Frozen):
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "schedule": self.schedule.model_dump(mode="json"),
+            "precision": self.precision,
             "weight_decay_units": self.weight_decay_units,
             "seeds": sorted(self.seeds),
             "grids": [
@@ -391,6 +425,41 @@ class SweepSpec(_Frozen):
     def n_cells(self) -> int:
         """seeds × α × λ, summed over the grids."""
         return len(self.seeds) * sum(len(g.lrs()) * len(g.weight_decays()) for g in self.grids)
+
+
+@dataclass(frozen=True)
+class SpecLimits:
+    """The operator's caps on one sweep, at most the ceilings: cells (seeds × α × λ over all grids) and epochs."""
+
+    max_cells: int = DEFAULT_MAX_CELLS
+    max_epochs: int = DEFAULT_MAX_EPOCHS
+
+
+class SpecLimitError(ValueError):
+    """A valid spec exceeds the operator's :class:`SpecLimits`; ``field`` names the spec field to change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def normalized_weight_decay(lambda_norm: float, batch_size: int, n_train: int, epochs: float) -> float:
+    """Raw per-step λ from the paper's normalized λ_norm (Appendix B.1): λ = λ_norm·√(b / (B·T)).
+
+    Args:
+        lambda_norm: λ_norm ≥ 0, the normalized weight decay (the paper's best on CIFAR-10: 0.025–0.05).
+        batch_size: b > 0, examples per optimizer step.
+        n_train: B > 0, training examples per epoch.
+        epochs: T > 0, epochs of the run — with warm restarts, of the first restart period.
+
+    CIFAR-10 check: λ_norm = 0.025, b = 128, B = 50,000, T = 100 gives λ ≈ 1.26e-4.
+    """
+    for name, value in (("batch_size", batch_size), ("n_train", n_train), ("epochs", epochs)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not (math.isfinite(lambda_norm) and lambda_norm >= 0):
+        raise ValueError(f"lambda_norm must be a finite number >= 0, got {lambda_norm!r}")
+    return lambda_norm * math.sqrt(batch_size / (n_train * epochs))
 
 
 def canonical_json(data: Any) -> str:

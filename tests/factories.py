@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from results import EpochMetrics, FinalMetrics, Storage, SweepRecord, TrialRecord
-from sweeps import SweepSpec
+from results import EpochRecord, FinalMetrics, Storage, SweepRecord, TrialRecord
+from sweeps import SweepSpec, expand
 
 _SPEC: dict[str, Any] = {
     "name": "test sweep",
@@ -43,8 +43,8 @@ def make_spec(**overrides: Any) -> SweepSpec:
     return SweepSpec.model_validate(spec_data(**overrides))
 
 
-def epoch_metrics(epoch: int, **overrides: Any) -> EpochMetrics:
-    """Plausible metrics for one epoch: losses and errors (percent) falling with the epoch."""
+def epoch_record(trial_id: int, attempt: int, epoch: int, **overrides: Any) -> EpochRecord:
+    """Plausible metrics of one epoch of a trial's attempt: losses and errors (percent) falling with the epoch."""
     values: dict[str, Any] = {
         "train_loss": 2.0 / epoch,
         "train_error": 50.0 / epoch,
@@ -53,7 +53,7 @@ def epoch_metrics(epoch: int, **overrides: Any) -> EpochMetrics:
         "eta": 0.5,
         "wall_time_s": 0.25 * epoch,
     }
-    return EpochMetrics(epoch=epoch, **{**values, **overrides})
+    return EpochRecord(trial_id=trial_id, attempt=attempt, epoch=epoch, **{**values, **overrides})
 
 
 def write_cifar(root: Path, *, n_classes: int = 10, per_file: int = 8, n_test: int = 10, seed: int = 0) -> Path:
@@ -109,15 +109,15 @@ def fill_sweep(
     """Create ``spec``'s sweep in ``store`` and run every trial through the real store API: claim it, record
     ``epochs`` epochs whose test error falls to ``error_of(trial)`` (percent), then finish it completed with that
     error, or diverged (inf loss, no error) where ``error_of`` returns None."""
-    sweep = store.create_sweep(spec)
+    sweep = store.create_sweep(expand(spec))
     while (t := store.claim_trial(sweep.id, lease_seconds=60)) is not None:
         error = error_of(t)
         if error is None:
-            store.record_epoch(t.id, 1, epoch_metrics(1, train_loss=math.inf, test_error=90.0))
+            store.record_epochs([epoch_record(t.id, 1, 1, train_loss=math.inf, test_error=90.0)])
             store.finish_trial(t.id, 1, "diverged", final=FinalMetrics(train_loss=math.inf, epochs_done=1))
             continue
         store.record_epochs(
-            t.id, 1, [epoch_metrics(e, test_error=error + 10.0 * (epochs - e) / epochs) for e in range(1, epochs + 1)]
+            [epoch_record(t.id, 1, e, test_error=error + 10.0 * (epochs - e) / epochs) for e in range(1, epochs + 1)]
         )
         store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=error, epochs_done=epochs))
     return store.get_sweep(sweep.id)

@@ -17,7 +17,8 @@ name            source (nothing is downloaded unless asked for)
                 pickles with ``data`` (N×3072 uint8, channel-major) and 1-based ``labels``
 ==============  =========================================================================================
 
-The data directory is ``WDGRID_DATA_DIR``, by default ``~/.cache/wdgrid/data``.
+The data directory is an argument (the controller's ``WDGRID_DATA_DIR`` reaches workers with each chunk), by default
+:data:`DEFAULT_DATA_DIR`, ``~/.cache/wdgrid/data``. Nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DATASETS", "DataNotFoundError", "DeviceData", "data_dir", "load_dataset"]
+__all__ = ["DATASETS", "DEFAULT_DATA_DIR", "DataNotFoundError", "DeviceData", "load_dataset"]
 
 CIFAR_PAD: Final = 4  # pixels of zero padding before the random 32×32 crop (the paper's augmentation)
 
@@ -42,9 +43,8 @@ class DataNotFoundError(FileNotFoundError):
     """A data set's files are not where wdgrid looks; the message names the path and how to get them."""
 
 
-def data_dir() -> Path:
-    """Where data sets live: ``WDGRID_DATA_DIR``, else ``~/.cache/wdgrid/data``."""
-    return Path(os.environ.get("WDGRID_DATA_DIR") or Path.home() / ".cache" / "wdgrid" / "data")
+DEFAULT_DATA_DIR: Path = Path.home() / ".cache" / "wdgrid" / "data"
+"""Where data sets live when no data directory is given."""
 
 
 @dataclass(frozen=True)
@@ -261,4 +261,4 @@ def load_dataset(name: str, root: Path | None = None, *, download: bool = False)
     """
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
-    return DATASETS[name](root or data_dir(), download)
+    return DATASETS[name](root or DEFAULT_DATA_DIR, download)

@@ -1,22 +1,17 @@
-"""A one-minute demonstration of the four optimizers on MNIST-1D (what ``make run`` shows until the service lands).
+"""A one-minute demonstration of the four optimizers on MNIST-1D (``make demo``): a check that training works here.
 
-Trains the same small MLP with ``sgd``, ``sgdw``, ``adam`` and ``adamw`` under a cosine schedule and reports the
-final top-1 test error. The decoupled λ comes from the paper's normalized weight decay (λ_norm = 0.05, App. B.1);
-the L2 variants get the common L2 coefficient 5e-4. One setting each is not a comparison — the best λ of an L2
-variant depends on α, which is what a sweep shows.
+Trains the built-in ``mlp`` with ``sgd``, ``sgdw``, ``adam`` and ``adamw`` under a cosine schedule through the one
+training loop (``workers.train.train``) and reports the final top-1 test error. The decoupled λ comes from the
+paper's normalized weight decay (λ_norm = 0.05, App. B.1); the L2 variants get the common L2 coefficient 5e-4. One
+setting each is not a comparison — the best λ of an L2 variant depends on α, which is what a sweep shows.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from torch import nn
-
-from workers.optimizers import OPTIMIZERS, make_optimizer, normalized_weight_decay, set_eta
-from workers.schedules import make_schedule
+from sweeps import N_TRAIN, OPTIMIZERS, TrainingConfig, normalized_weight_decay
+from workers.train import load_data, resolve_device, train
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -34,41 +29,27 @@ class DemoResult:
     seconds: float
 
 
-def _mnist1d(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.seed = seed
-    data = make_dataset(args)  # generated in memory: never downloads
-    as_x = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    as_y = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
-    return as_x(data["x"]), as_y(data["y"]), as_x(data["x_test"]), as_y(data["y_test"])
-
-
 def run_demo(epochs: int = 20, batch_size: int = 128, seed: int = 0) -> list[DemoResult]:
     """Train one MLP per optimizer for ``epochs`` epochs; deterministic for a given ``seed``."""
-    x, y, x_test, y_test = _mnist1d(seed=4242)
-    steps_per_epoch = -(-len(x) // batch_size)
-    lam = normalized_weight_decay(LAMBDA_NORM, batch_size, len(x), epochs)
+    lam = normalized_weight_decay(LAMBDA_NORM, batch_size, N_TRAIN["mnist1d"], epochs)
+    configs = [
+        TrainingConfig(
+            dataset="mnist1d",
+            model="mlp",
+            optimizer=name,
+            lr=BASE_LR[name],
+            weight_decay=lam if name.endswith("w") else L2,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            schedule={"name": "cosine"},
+        )
+        for name in OPTIMIZERS
+    ]
+    device = resolve_device("auto")
+    data = load_data(configs[0], device)  # once for the four runs
     results = []
-    for name in OPTIMIZERS:
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Linear(x.shape[1], 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
-        alpha = BASE_LR[name]
-        wd = lam if name.endswith("w") else L2
-        opt = make_optimizer(name, model.parameters(), lr=alpha, weight_decay=wd)
-        schedule = make_schedule("cosine", epochs=epochs, steps_per_epoch=steps_per_epoch)
-        start, step = time.perf_counter(), 0
-        gen = torch.Generator().manual_seed(seed)
-        for _ in range(epochs):
-            for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                set_eta(opt, schedule.multiplier(step))
-                opt.step()
-                step += 1
-        with torch.no_grad():
-            error = 100.0 * (model(x_test).argmax(1) != y_test).float().mean().item()
-        results.append(DemoResult(name, alpha, wd, error, time.perf_counter() - start))
+    for config in configs:
+        r = train(config, device=device, data=data)
+        results.append(DemoResult(config.optimizer, config.lr, config.weight_decay, r.test_error, r.wall_time_s))
     return results

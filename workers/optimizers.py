@@ -4,7 +4,7 @@ each with L2 regularization (``sgd``, ``adam``) or with decoupled weight decay (
 Coupled versus decoupled decay lives here and nowhere else. The conventions:
 
 - ``lr`` is α, the base learning rate. ``weight_decay`` is λ, raw and applied per optimizer step (not the paper's
-  normalized λ_norm: :func:`normalized_weight_decay` converts that).
+  normalized λ_norm: ``sweeps.normalized_weight_decay`` converts that, once, when a sweep expands).
 - Every param group carries ``eta``, the schedule multiplier η_t (default 1.0). The training loop sets it before each
   ``step()`` (:func:`set_eta`, with a schedule from ``workers.schedules``); ``step()`` applies it exactly where the
   algorithms put it.
@@ -55,7 +55,6 @@ __all__ = [
     "PaperAdam",
     "PaperSGD",
     "make_optimizer",
-    "normalized_weight_decay",
     "param_groups",
     "set_eta",
 ]
@@ -339,7 +338,7 @@ def make_optimizer(
         params: parameters or param groups, as for any ``torch.optim`` optimizer; a group may set its own
             ``weight_decay`` (see :func:`param_groups`), ``lr`` or ``eta``.
         lr: α, the base learning rate; the step is α·η_t. A 1-D tensor gives one α per cell of stacked parameters.
-        weight_decay: λ, raw, per optimizer step (convert λ_norm with :func:`normalized_weight_decay` first); a
+        weight_decay: λ, raw, per optimizer step (convert λ_norm with ``sweeps.normalized_weight_decay`` first); a
             1-D tensor gives one λ per cell of stacked parameters.
         momentum: β1 of SGD's momentum buffer (``sgd``, ``sgdw``; ignored by Adam).
         betas: (β1, β2) of Adam's moment estimates (``adam``, ``adamw``; ignored by SGD).
@@ -380,21 +379,3 @@ def param_groups(model: nn.Module, *, decay_all: bool = True) -> list[dict[str, 
         {"params": [p for p in params if p.dim() >= 2]},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-
-
-def normalized_weight_decay(lambda_norm: float, batch_size: int, n_train: int, epochs: float) -> float:
-    """Raw per-step λ from the paper's normalized λ_norm (Appendix B.1): λ = λ_norm·√(b / (B·T)).
-
-    Args:
-        lambda_norm: λ_norm, the normalized weight decay (the paper's best on CIFAR-10: 0.025–0.05).
-        batch_size: b, examples per optimizer step.
-        n_train: B, training examples per epoch.
-        epochs: T, epochs of the run — with warm restarts, of the current restart period.
-
-    CIFAR-10 check: λ_norm = 0.025, b = 128, B = 50,000, T = 100 gives λ ≈ 1.26e-4.
-    """
-    lam = _check("lambda_norm", lambda_norm)
-    b = _check("batch_size", batch_size, positive=True)
-    n = _check("n_train", n_train, positive=True)
-    t = _check("epochs", epochs, positive=True)
-    return lam * math.sqrt(b / (n * t))

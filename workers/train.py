@@ -1,104 +1,59 @@
-"""Train one grid cell: ``train(config) -> TrialResult``. Runs without Ray, FastAPI or a database.
+"""The training loop — one step, one epoch, one precision policy — and ``train(config) -> CellResult`` for one cell.
+Runs without Ray, FastAPI or a database.
 
-Reads top to bottom: Config / Results / Setup / Epoch loop. The data set lives whole on the training device
-(``workers.data``); each step gathers a batch by index, augments it on the device, and takes one step of the paper's
-optimizer with η_t from the schedule. After every epoch the loop measures train loss and error (over the epoch's
-batches, as trained), test loss and top-1 test error (percent, the paper's metric), η_t and wall time, and hands them
-to ``on_epoch``. A non-finite loss ends the run at once with status ``diverged``: a result, not a failure.
+Reads top to bottom: Results / Setup / Precision / Cells / The loop / One cell. The loop trains K cells that share
+everything but (α, λ) — K = 1 for ``train()``, K stacked copies for a batched bundle (``workers.bundle``) — so
+every path takes exactly the same steps: the data set lives whole on the training device (``workers.data``); each
+step gathers a batch by index, augments it on the device, computes each cell's mean cross-entropy, and takes one step
+of the paper's optimizer with η_t from the schedule. After every epoch it measures train loss and error (over the
+epoch's batches, as trained), test loss and top-1 test error (percent, the paper's metric), η_t and wall time, and
+hands them to ``on_epoch``. A non-finite loss ends a cell at once with status ``diverged``: a result, not a failure.
+
+Precision is part of a cell's :class:`~sweeps.TrainingConfig` (and so of its id): ``float32``, ``float64``, or
+``bfloat16`` — float32 weights, bf16 autocast forward passes, image batches channels-last. The loop applies it in
+one place (:class:`PrecisionPolicy`), whatever K is, so one cell id never names two different computations.
 
 Determinism: the seed fixes the initialization (torch's global RNG), the batch order and the augmentation (a CPU
 generator of their own); on CPU two runs with the same config give identical numbers. At epoch boundaries the whole
-state (model, optimizer, epoch and step, RNG states, history) goes to ``on_checkpoint``; ``train(..., resume=state)``
+state (weights, optimizer, epoch and step, RNG states, histories) goes to ``on_checkpoint``; ``resume=state``
 continues from it and ends with the same numbers as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from sweeps import TrainingConfig
 from workers.data import DeviceData, load_dataset
 from workers.models import build_model
-from workers.optimizers import OPTIMIZERS, make_optimizer, set_eta
+from workers.optimizers import make_optimizer, set_eta
 from workers.schedules import Schedule, make_schedule
 
 __all__ = [
+    "CellResult",
+    "Cells",
     "EpochMetrics",
+    "PrecisionPolicy",
+    "RunStatus",
     "StopTraining",
-    "TrainConfig",
-    "TrialResult",
+    "load_data",
     "resolve_device",
     "train",
+    "train_cells",
 ]
 
-TrialStatus = Literal["completed", "diverged", "stopped"]
+RunStatus = Literal["completed", "diverged", "stopped"]
 EVAL_BATCH = 1024  # test examples per forward pass when measuring
-
-
-# --- Config -----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainConfig:
-    """One cell's training run.
-
-    Attributes:
-        dataset, model: registry names (``workers.data.DATASETS``, ``workers.models.MODELS``).
-        optimizer: ``sgd``, ``sgdw``, ``adam`` or ``adamw``.
-        lr: α, the base learning rate.
-        weight_decay: λ, raw, per optimizer step (already converted from λ_norm where the sweep used it).
-        epochs: passes over the training set.
-        batch_size: examples per optimizer step.
-        seed: initialization, batch order and augmentation.
-        schedule: ``{"name": fixed|step|cosine|warm_restarts, ...its arguments in epochs}``.
-        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: ``float32`` (default) or ``float64`` (exactness checks).
-        data_dir: where data sets live; ``None`` means ``WDGRID_DATA_DIR`` or the user cache.
-    """
-
-    dataset: str
-    model: str
-    optimizer: str
-    lr: float
-    weight_decay: float
-    epochs: int
-    batch_size: int
-    seed: int = 0
-    schedule: Mapping[str, Any] = field(default_factory=lambda: {"name": "cosine"})
-    device: str = "auto"
-    dtype: Literal["float32", "float64"] = "float32"
-    data_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if "name" not in self.schedule:
-            raise ValueError("schedule must name its kind: {'name': 'cosine', ...}")
-
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> TrainConfig:
-        """Build from a plain mapping (what a sweep's cell expands to); unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**config)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["schedule"] = dict(self.schedule)
-        return d
 
 
 class StopTraining(Exception):
@@ -121,12 +76,12 @@ class EpochMetrics:
 
 
 @dataclass(frozen=True)
-class TrialResult:
-    """The outcome of one cell. ``status`` is ``completed``, ``diverged`` (a non-finite loss; ``history`` ends with
-    the last epoch measured before it) or ``stopped`` (a callback raised :class:`StopTraining`)."""
+class CellResult:
+    """The outcome of one cell's training. ``status`` is ``completed``, ``diverged`` (a non-finite loss; ``history``
+    ends with the last epoch measured before it) or ``stopped`` (a callback raised :class:`StopTraining`)."""
 
-    config: TrainConfig
-    status: TrialStatus
+    config: TrainingConfig
+    status: RunStatus
     history: list[EpochMetrics]
     device: str
     wall_time_s: float  # seconds, whole run
@@ -143,11 +98,16 @@ class TrialResult:
 
 
 # --- Setup ------------------------------------------------------------------------------------------------------
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     """``auto`` picks CUDA when present, else CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def load_data(config: TrainingConfig, device: torch.device, data_dir: str | Path | None = None) -> DeviceData:
+    """The config's data set, whole on ``device``; ``data_dir`` None: ``workers.data.DEFAULT_DATA_DIR``."""
+    return load_dataset(config.dataset, Path(data_dir) if data_dir else None).to(device)
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -162,7 +122,7 @@ def epoch_batches(n_train: int, batch_size: int, generator: torch.Generator, dev
     return list(order.split(batch_size))[: steps_per_epoch(n_train, batch_size)]
 
 
-def build_schedule(config: TrainConfig, n_train: int) -> Schedule:
+def build_schedule(config: TrainingConfig, n_train: int) -> Schedule:
     params: dict[str, Any] = {
         k: (tuple(v) if isinstance(v, list) else v) for k, v in config.schedule.items() if k != "name"
     }
@@ -172,24 +132,6 @@ def build_schedule(config: TrainConfig, n_train: int) -> Schedule:
         steps_per_epoch=steps_per_epoch(n_train, config.batch_size),
         **params,
     )
-
-
-def evaluate(model: Callable[[Tensor], Tensor], data: DeviceData, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(sum of test cross-entropy, number of wrong top-1 predictions) as device tensors, in eval mode."""
-    loss_sum = torch.zeros((), device=data.device, dtype=torch.float64)
-    wrong = torch.zeros((), device=data.device, dtype=torch.long)
-    x_all = data.test_inputs(dtype)
-    with torch.no_grad():
-        for start in range(0, x_all.shape[0], EVAL_BATCH):
-            x, y = x_all[start : start + EVAL_BATCH], data.y_test[start : start + EVAL_BATCH]
-            logits = model(x)
-            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
-            wrong += (logits.argmax(1) != y).sum()
-    return loss_sum, wrong
-
-
-def load_data(config: TrainConfig, device: torch.device) -> DeviceData:
-    return load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None).to(device)
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -206,123 +148,251 @@ def _set_rng_state(state: Mapping[str, Any], generator: torch.Generator, device:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-# --- Epoch loop -------------------------------------------------------------------------------------------------
-def train(
-    config: TrainConfig | Mapping[str, Any],
-    on_epoch: Callable[[EpochMetrics], None] | None = None,
+# --- Precision --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """How a config's ``precision`` runs: the dtype of weights, optimizer state and inputs; whether forward passes
+    run under bf16 autocast (losses are then taken in float32); whether image batches go channels-last."""
+
+    dtype: torch.dtype
+    autocast: bool
+    channels_last: bool
+
+    @classmethod
+    def of(cls, precision: str) -> PrecisionPolicy:
+        if precision == "float64":
+            return cls(torch.float64, autocast=False, channels_last=False)
+        if precision == "bfloat16":
+            return cls(torch.float32, autocast=True, channels_last=True)
+        return cls(torch.float32, autocast=False, channels_last=False)
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """A batch as the forward pass takes it (channels-last for N×C×H×W images under ``bfloat16``)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    @contextlib.contextmanager
+    def forward(self, device: torch.device) -> Iterator[None]:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            yield
+
+    def logits(self, logits: Tensor) -> Tensor:
+        """Logits as the loss takes them: float32 after a bf16 forward pass, else as they are."""
+        return logits.float() if self.autocast else logits
+
+
+# --- Cells ------------------------------------------------------------------------------------------------------
+class Cells(ABC):
+    """K cells' networks as one model the loop trains: ``forward`` maps one shared batch to K×B×classes logits,
+    and ``optimizer`` steps every cell with its own α and λ."""
+
+    k: int
+    optimizer: torch.optim.Optimizer
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def train(self, mode: bool) -> None:
+        """Training mode (BatchNorm uses batch statistics) or evaluation mode."""
+
+    @abstractmethod
+    def weights(self) -> dict[str, Any]:
+        """The live weights (and buffers) as tensors: what a checkpoint saves."""
+
+    @abstractmethod
+    def load_weights(self, state: Mapping[str, Any]) -> None: ...
+
+
+class OneCell(Cells):
+    """One cell's own ``nn.Module`` (K = 1)."""
+
+    def __init__(self, config: TrainingConfig, data: DeviceData, device: torch.device, policy: PrecisionPolicy):
+        self.k = 1
+        torch.manual_seed(config.seed)  # initialization
+        self.model = build_model(config.model, data.input_shape, data.n_classes).to(device=device, dtype=policy.dtype)
+        self.optimizer = make_optimizer(
+            config.optimizer, self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).unsqueeze(0)
+
+    def train(self, mode: bool) -> None:
+        self.model.train(mode)
+
+    def weights(self) -> dict[str, Any]:
+        return dict(self.model.state_dict())
+
+    def load_weights(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state)
+
+
+# --- The loop ---------------------------------------------------------------------------------------------------
+def _cross_entropies(logits: Tensor, y: Tensor, k: int, reduction: Literal["mean", "sum"]) -> Tensor:
+    """Each cell's cross-entropy over the batch, shape (K,): K×B×classes logits, B labels."""
+    losses = nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none").view(k, -1)
+    return losses.mean(dim=1) if reduction == "mean" else losses.double().sum(dim=1)
+
+
+def _evaluate(cells: Cells, data: DeviceData, policy: PrecisionPolicy) -> tuple[Tensor, Tensor]:
+    """Per-cell (sum of test cross-entropy, wrong top-1 predictions) as device tensors of shape (K,)."""
+    loss_sum = torch.zeros(cells.k, device=data.device, dtype=torch.float64)
+    wrong = torch.zeros(cells.k, device=data.device, dtype=torch.long)
+    x_all = data.test_inputs(policy.dtype)
+    with torch.no_grad():
+        for start in range(0, x_all.shape[0], EVAL_BATCH):
+            x, y = policy.inputs(x_all[start : start + EVAL_BATCH]), data.y_test[start : start + EVAL_BATCH]
+            with policy.forward(data.device):
+                logits = policy.logits(cells.forward(x))
+            loss_sum += _cross_entropies(logits, y, cells.k, "sum")
+            wrong += (logits.argmax(2) != y).sum(dim=1)
+    return loss_sum, wrong
+
+
+def train_cells(
+    configs: Sequence[TrainingConfig],
+    cells: Cells,
+    data: DeviceData,
+    device: torch.device,
+    on_epoch: Callable[[int, EpochMetrics], None] | None = None,
     *,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume: Mapping[str, Any] | None = None,
-    data: DeviceData | None = None,
-) -> TrialResult:
-    """Train one cell and return its result.
+) -> list[CellResult]:
+    """Train ``cells`` (built for ``configs``, which differ only in α and λ) to the end; one result per config.
 
-    Args:
-        config: a :class:`TrainConfig` or a mapping with its fields.
-        on_epoch: called with each epoch's :class:`EpochMetrics` as soon as they are measured.
-        on_checkpoint: called at every epoch boundary with the whole training state (a dict of tensors and numbers
-            that ``torch.save`` can write); pass it back as ``resume`` to continue from there.
-        resume: a state from ``on_checkpoint``; training continues after its epoch.
-        data: the data set already on the device (a bundle shares one); loaded from the registry when ``None``.
+    ``on_epoch(i, metrics)`` gets cell i's metrics after every epoch it survives; ``on_checkpoint(state)`` the
+    whole state at every epoch boundary (live tensors: serialize it during the call); ``resume`` is such a state.
     """
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    device = resolve_device(cfg.device)
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    data = data if data is not None else load_data(cfg, device)
-
-    torch.manual_seed(cfg.seed)  # initialization
-    model = build_model(cfg.model, data.input_shape, data.n_classes).to(device=device, dtype=dtype)
-    images = len(data.input_shape) == 3
-    if device.type == "cuda" and images:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cfg, k = configs[0], cells.k
+    policy = PrecisionPolicy.of(cfg.precision)
     schedule = build_schedule(cfg, data.n_train)
     generator = torch.Generator().manual_seed(cfg.seed)  # batch order and augmentation
-    # bf16 autocast pays on CUDA for conv nets; on CPU, and for exactness runs, everything stays in `dtype`.
-    amp = device.type == "cuda" and dtype == torch.float32 and images
 
-    history: list[EpochMetrics] = []
+    histories: list[list[EpochMetrics]] = [[] for _ in configs]
+    status: list[RunStatus] = ["completed"] * k
+    diverged_at: list[int | None] = [None] * k
+    alive = torch.ones(k, dtype=torch.bool, device=device)
     start_epoch, step, wall_before = 0, 0, 0.0
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
+        with torch.no_grad():
+            cells.load_weights(resume["weights"])
+        cells.optimizer.load_state_dict(resume["optimizer"])
         _set_rng_state(resume["rng"], generator, device)
         start_epoch, step, wall_before = int(resume["epoch"]), int(resume["step"]), float(resume["wall_time_s"])
-        history = [EpochMetrics(**m) for m in resume["history"]]
+        histories = [[EpochMetrics(**m) for m in h] for h in resume["histories"]]
+        status, diverged_at = list(resume["status"]), list(resume["diverged_at"])
+        alive.copy_(torch.as_tensor(resume["alive"], dtype=torch.bool))
+
+    def diverge(which: Tensor, epoch: int) -> None:
+        for i in torch.nonzero(which).flatten().tolist():
+            if status[i] == "completed":
+                status[i], diverged_at[i] = "diverged", epoch
+        alive.logical_and_(~which)
 
     started = time.perf_counter()
-    status: TrialStatus = "completed"
-    diverged_at: int | None = None
     check_each_step = device.type == "cpu"  # a host sync per step costs nothing on CPU; on GPU check per epoch
+    n_seen = min(data.n_train, steps_per_epoch(data.n_train, cfg.batch_size) * cfg.batch_size)
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            wrong = torch.zeros((), device=device, dtype=torch.long)
+            cells.train(True)
+            loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
+            wrong = torch.zeros(k, device=device, dtype=torch.long)
             eta = 1.0
             for idx in epoch_batches(data.n_train, cfg.batch_size, generator, device):
-                x, y = data.train_batch(idx, generator, dtype)
-                if device.type == "cuda" and images:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x)
-                loss = nn.functional.cross_entropy(logits.float() if amp else logits, y)
-                if check_each_step and not torch.isfinite(loss):
-                    raise _Diverged(epoch + 1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                x, y = data.train_batch(idx, generator, policy.dtype)
+                with policy.forward(device):
+                    logits = policy.logits(cells.forward(policy.inputs(x)))  # K×B×classes
+                losses = _cross_entropies(logits, y, k, "mean")
+                if check_each_step and not bool(torch.isfinite(losses)[alive].all()):
+                    diverge(~torch.isfinite(losses) & alive, epoch + 1)
+                    if not bool(alive.any()):
+                        break
+                # Sum of per-cell means: every cell gets exactly its own gradient; diverged cells contribute nothing.
+                total = torch.where(alive, losses, torch.zeros_like(losses)).sum()
+                cells.optimizer.zero_grad(set_to_none=True)
+                total.backward()
                 eta = schedule.multiplier(step)
-                set_eta(optimizer, eta)
-                optimizer.step()
+                set_eta(cells.optimizer, eta)
+                cells.optimizer.step()
                 step += 1
-                loss_sum += loss.detach().double() * y.shape[0]
-                wrong += (logits.detach().argmax(1) != y).sum()
-            n_seen = min(data.n_train, steps_per_epoch(data.n_train, cfg.batch_size) * cfg.batch_size)
-            model.eval()
-            test_loss_sum, test_wrong = evaluate(model, data, dtype)
+                loss_sum += losses.detach().double() * y.shape[0]
+                wrong += (logits.detach().argmax(2) != y).sum(dim=1)
+            if not bool(alive.any()):
+                break
+
+            cells.train(False)
+            test_loss_sum, test_wrong = _evaluate(cells, data, policy)
             # One host sync per epoch: everything above stayed on the device.
-            train_loss, test_loss = loss_sum.item() / n_seen, test_loss_sum.item() / data.y_test.shape[0]
-            if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-                raise _Diverged(epoch + 1)
-            metrics = EpochMetrics(
-                epoch=epoch + 1,
-                train_loss=train_loss,
-                train_error=100.0 * wrong.item() / n_seen,
-                test_loss=test_loss,
-                test_error=100.0 * test_wrong.item() / data.y_test.shape[0],
-                eta=eta,
-                wall_time_s=wall_before + time.perf_counter() - started,
-            )
-            history.append(metrics)
-            if on_epoch is not None:
-                on_epoch(metrics)
+            train_loss = (loss_sum / n_seen).tolist()
+            test_loss = (test_loss_sum / data.y_test.shape[0]).tolist()
+            train_err = (100.0 * wrong.double() / n_seen).tolist()
+            test_err = (100.0 * test_wrong.double() / data.y_test.shape[0]).tolist()
+            wall = wall_before + time.perf_counter() - started
+            for i in range(k):
+                if status[i] != "completed":
+                    continue
+                if not (math.isfinite(train_loss[i]) and math.isfinite(test_loss[i])):
+                    diverge(torch.arange(k, device=device) == i, epoch + 1)
+                    continue
+                metrics = EpochMetrics(epoch + 1, train_loss[i], train_err[i], test_loss[i], test_err[i], eta, wall)
+                histories[i].append(metrics)
+                if on_epoch is not None:
+                    on_epoch(i, metrics)
             if on_checkpoint is not None:
                 on_checkpoint(
                     {
                         "epoch": epoch + 1,
                         "step": step,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
+                        "weights": cells.weights(),
+                        "optimizer": cells.optimizer.state_dict(),
                         "rng": _rng_state(generator, device),
-                        "history": [asdict(m) for m in history],
-                        "wall_time_s": metrics.wall_time_s,
+                        "histories": [[asdict(m) for m in h] for h in histories],
+                        "status": list(status),
+                        "diverged_at": list(diverged_at),
+                        "alive": alive.tolist(),
+                        "wall_time_s": wall,
                     }
                 )
-    except _Diverged as exc:
-        status, diverged_at = "diverged", exc.epoch
+            if not bool(alive.any()):
+                break
     except StopTraining:
-        status = "stopped"
-    return TrialResult(
-        config=cfg,
-        status=status,
-        history=history,
-        device=str(device),
-        wall_time_s=wall_before + time.perf_counter() - started,
-        diverged_at_epoch=diverged_at,
-    )
+        status = ["stopped" if s == "completed" else s for s in status]
+
+    wall = wall_before + time.perf_counter() - started
+    return [
+        CellResult(c, status[i], histories[i], str(device), wall, diverged_at_epoch=diverged_at[i])
+        for i, c in enumerate(configs)
+    ]
 
 
-class _Diverged(Exception):
-    def __init__(self, epoch: int) -> None:
-        super().__init__(f"non-finite loss in epoch {epoch}")
-        self.epoch = epoch
+# --- One cell ---------------------------------------------------------------------------------------------------
+def train(
+    config: TrainingConfig | Mapping[str, Any],
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    *,
+    device: str | torch.device = "auto",
+    data_dir: str | Path | None = None,
+    data: DeviceData | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
+) -> CellResult:
+    """Train one cell and return its result.
+
+    Args:
+        config: a :class:`~sweeps.TrainingConfig` or plain data of one (``TrainingConfig.as_dict``).
+        on_epoch: called with each epoch's :class:`EpochMetrics` as soon as they are measured.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``: where, not what.
+        data_dir: where data sets live (None: ``workers.data.DEFAULT_DATA_DIR``).
+        data: the data set already on the device (a bundle shares one); loaded when ``None``.
+        on_checkpoint: called at every epoch boundary with the whole training state (a dict of tensors and numbers
+            that ``torch.save`` can write); pass it back as ``resume`` to continue from there.
+        resume: a state from ``on_checkpoint``; training continues after its epoch.
+    """
+    cfg = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
+    where = resolve_device(device)
+    data = data if data is not None else load_data(cfg, where, data_dir)
+    cells = OneCell(cfg, data, where, PrecisionPolicy.of(cfg.precision))
+    forward = None if on_epoch is None else (lambda _i, m: on_epoch(m))
+    [result] = train_cells([cfg], cells, data, where, forward, on_checkpoint=on_checkpoint, resume=resume)
+    return result

@@ -1,8 +1,8 @@
 """The Ray Tune trainable: one Tune trial trains a *chunk* — cells of one bundle — with ``train_bundle`` and streams
 every epoch's metrics back to the driver through ``tune.report``.
 
-This module runs in Ray worker processes. It imports torch, Ray Tune and ``workers`` only: no database, no
-``results``, no ``service``. The driver (``workers.runner``) is the only writer of the store; what it needs comes
+This module runs in Ray worker processes. It imports torch, Ray Tune, ``sweeps`` and ``workers`` only: no database,
+no ``results``, no ``service``. The driver (``service.fanout``) is the only writer of the store; what it needs comes
 in the reports:
 
 ``{"epochs": [[cell index, EpochMetrics as a dict], ...],``
@@ -17,7 +17,7 @@ epochs in the store are complete (identical values: training is deterministic on
 
 Each checkpoint also holds ``cells.json``: the chunk's store trial ids in cell order and the indices of the cells it
 holds as done. A driver that was killed leaves its checkpoints behind; the next driver of the sweep finds them
-(``workers.runner``), and a chunk whose ``resume_from`` names one starts from it when Tune has no checkpoint of its
+(``service.fanout``), and a chunk whose ``resume_from`` names one starts from it when Tune has no checkpoint of its
 own, exactly as after a crash. A checkpoint that cannot be read is ignored: the chunk trains from the start.
 """
 
@@ -94,21 +94,21 @@ def _running_history(state: BundleState) -> list[list[Any]]:
     if inner is None:
         return []
     start = int(state["start"])
-    if state["mode"] == "sequential":
-        return [[start, m] for m in inner["history"]]
     return [[start + j, m] for j, history in enumerate(inner["histories"]) for m in history]
 
 
 def train_chunk(config: dict[str, Any]) -> None:
     """Ray Tune function trainable. ``config["chunk"]``: ``cells`` (a list of ``{"trial_id", "config"}``, the
     config being the store's resolved training config), ``batched`` (None: ``train_bundle``'s default), ``threads``
-    (torch's intra-op threads: the trial's CPUs), ``checkpoint_interval_s`` and ``resume_from`` (None, or the folder
+    (torch's intra-op threads: the trial's CPUs), ``data_dir`` (None: the worker's default),
+    ``checkpoint_interval_s`` and ``resume_from`` (None, or the folder
     of a checkpoint an earlier driver left for exactly these cells)."""
     chunk = config["chunk"]
     torch.set_num_threads(max(1, int(chunk["threads"])))
     configs = [cell["config"] for cell in chunk["cells"]]
     trial_ids = [int(cell["trial_id"]) for cell in chunk["cells"]]
     interval = float(chunk["checkpoint_interval_s"])
+    data_dir = chunk.get("data_dir")
 
     epochs: list[list[Any]] = []
     reported: set[int] = set()
@@ -164,11 +164,13 @@ def train_chunk(config: dict[str, Any]) -> None:
         last_saved = time.monotonic()
 
     try:
-        train_bundle(configs, on_epoch, batched=chunk["batched"], on_checkpoint=on_checkpoint, resume=resume)
+        train_bundle(
+            configs, on_epoch, data_dir=data_dir, batched=chunk["batched"], on_checkpoint=on_checkpoint, resume=resume
+        )
     except ResumeMismatchError as exc:
         if checkpoint is not None:
             raise  # Tune's own checkpoint of this very trial: a bug, not a choice
         log.warning("not resuming from %s: %s", chunk["resume_from"], exc)  # an earlier driver's other options
         epochs.clear()
         reported.clear()
-        train_bundle(configs, on_epoch, batched=chunk["batched"], on_checkpoint=on_checkpoint)
+        train_bundle(configs, on_epoch, data_dir=data_dir, batched=chunk["batched"], on_checkpoint=on_checkpoint)

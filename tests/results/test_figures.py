@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from results import Storage, SweepRecord, TrialRecord
+from results import SqlStorage, Storage, SweepRecord, TrialRecord
 from results.figures import heatmap_png, learning_curves_png, twins_png
 from results.grids import cell_stats, epochs_frame
 from tests.factories import fill_sweep, make_spec
@@ -30,7 +30,7 @@ def error_of(t: TrialRecord) -> float | None:
 @pytest.fixture(scope="module")
 def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Storage, SweepRecord]]:
     grids = [{"optimizer": o, "lr": AXIS, "weight_decay": AXIS} for o in OPTIMIZERS]
-    with Storage(f"sqlite:///{tmp_path_factory.mktemp('figures') / 'wdgrid.db'}") as store:
+    with SqlStorage(f"sqlite:///{tmp_path_factory.mktemp('figures') / 'wdgrid.db'}") as store:
         yield store, fill_sweep(store, make_spec(grids=grids), error_of)
 
 

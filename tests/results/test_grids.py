@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not a dependency (yet)
 import pytest
 
-from results import Storage, SweepRecord, TrialRecord
+from results import SqlStorage, Storage, SweepRecord, TrialRecord
 from results.grids import cell_stats, epochs_frame, grid_csv, grid_frame, seed_grids, trials_frame
 from tests.factories import fill_sweep, make_spec
 
@@ -31,7 +31,7 @@ def error_of_cell(lr: float, wd: float, seed: int) -> float:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Storage]:
-    with Storage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as s:
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as s:
         yield s
 
 

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from results import Storage, SweepRecord, TrialRecord
+from results import SqlStorage, SweepRecord, TrialRecord
 from results.grids import seed_grids
 from results.optuna_export import export_sweep, importance_report, param_importances, study_name
 from results.separability import analyze
@@ -39,7 +39,7 @@ def exported(folder: Path) -> Iterator[tuple[SweepRecord, str]]:
         {"optimizer": "sgd", "lr": [0.05, 0.1, 0.2], "weight_decay": [0.0, 0.0005]},
         {"optimizer": "sgdw", "lr": AXIS, "weight_decay": AXIS},
     ]
-    with Storage(f"sqlite:///{folder / 'wdgrid.db'}") as store:
+    with SqlStorage(f"sqlite:///{folder / 'wdgrid.db'}") as store:
         sweep = fill_sweep(store, make_spec(grids=grids), error_of)
         url = f"sqlite:///{folder / 'optuna.db'}"
         assert export_sweep(store, sweep.id, url) == {o: study_name(sweep.id, o) for o in ("sgd", "sgdw")}
@@ -67,7 +67,7 @@ def test_the_studies_load_back_with_their_trials(exported: tuple[SweepRecord, st
 
 def test_a_second_export_needs_overwrite(exported: tuple[SweepRecord, str], folder: Path):
     sweep, url = exported
-    with Storage(f"sqlite:///{folder / 'wdgrid.db'}") as store:
+    with SqlStorage(f"sqlite:///{folder / 'wdgrid.db'}") as store:
         with pytest.raises(optuna.exceptions.DuplicatedStudyError):
             export_sweep(store, sweep.id, url)
         export_sweep(store, sweep.id, url, overwrite=True)
@@ -84,7 +84,7 @@ def test_importances_see_the_parameter_that_matters(exported: tuple[SweepRecord,
 
 def test_the_importance_report_puts_fanova_beside_separability(exported: tuple[SweepRecord, str], folder: Path):
     sweep, url = exported
-    with Storage(f"sqlite:///{folder / 'wdgrid.db'}") as store:
+    with SqlStorage(f"sqlite:///{folder / 'wdgrid.db'}") as store:
         lrs, wds, grids = seed_grids(store, sweep.id, "sgdw")
     by_seed = {"sgdw": {s: analyze(g, lrs, wds) for s, g in grids.items()}}
     names = {o: study_name(sweep.id, o) for o in ("sgd", "sgdw")}

@@ -19,11 +19,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from results import (
+    FINISHED,
     ConflictError,
-    EpochMetrics,
+    EpochRecord,
     FinalMetrics,
     NotFoundError,
     Provenance,
+    SqlStorage,
     StaleAttemptError,
     Storage,
     SweepBusyError,
@@ -31,8 +33,8 @@ from results import (
     upgrade,
 )
 from results._tables import Base
-from sweeps import SweepSpec, bundles, cells, training_config
-from tests.factories import epoch_metrics, make_spec
+from sweeps import SweepSpec, bundles, cells, expand
+from tests.factories import epoch_record, make_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,8 +58,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(store_url: str, clock: Clock) -> Iterator[Storage]:
-    with Storage(store_url, clock=clock) as s:
+def store(store_url: str, clock: Clock) -> Iterator[SqlStorage]:
+    with SqlStorage(store_url, clock=clock) as s:
         yield s
 
 
@@ -65,7 +67,7 @@ class TestStorageContract:
     # --- Sweeps ---------------------------------------------------------------------------------------------------
     def test_create_sweep_stores_the_spec_and_one_pending_trial_per_cell(self, store: Storage):
         spec = make_spec()
-        sweep = store.create_sweep(spec)
+        sweep = store.create_sweep(expand(spec))
         assert (sweep.status, sweep.fingerprint, sweep.name) == ("pending", spec.fingerprint(), "test sweep")
         assert SweepSpec.model_validate(store.get_sweep(sweep.id).spec) == spec
         assert sweep.created_at.tzinfo is not None
@@ -83,16 +85,16 @@ class TestStorageContract:
                 cell.seed,
             )
             assert t.bundle_id == bundle_of[cell.cell_id]
-            assert t.config == training_config(spec, cell)
+            assert t.config == cell.config.as_dict()
         assert store.status_counts(sweep.id)["pending"] == spec.n_cells()
 
     def test_create_sweep_is_idempotent_on_its_key(self, store: Storage):
-        first = store.create_sweep(make_spec(), idempotency_key="k1")
-        assert store.create_sweep(make_spec(), idempotency_key="k1") == first
+        first = store.create_sweep(expand(make_spec()), idempotency_key="k1")
+        assert store.create_sweep(expand(make_spec()), idempotency_key="k1") == first
         assert store.list_sweeps()[1] == 1
         with pytest.raises(ConflictError, match="k1"):
-            store.create_sweep(make_spec(epochs=5), idempotency_key="k1")
-        assert store.create_sweep(make_spec()).id != first.id  # without a key, the same spec is a new sweep
+            store.create_sweep(expand(make_spec(epochs=5)), idempotency_key="k1")
+        assert store.create_sweep(expand(make_spec())).id != first.id  # without a key, the same spec is a new sweep
 
     def test_unknown_ids_raise_not_found(self, store: Storage):
         with pytest.raises(NotFoundError):
@@ -100,10 +102,10 @@ class TestStorageContract:
         with pytest.raises(NotFoundError):
             store.get_trial(999)
         with pytest.raises(NotFoundError):
-            store.record_epoch(999, 1, epoch_metrics(1))
+            store.record_epochs([epoch_record(999, 1, 1)])
 
     def test_list_sweeps_pages_and_filters(self, store: Storage):
-        ids = [store.create_sweep(make_spec(epochs=e)).id for e in (1, 2, 3, 4, 5)]
+        ids = [store.create_sweep(expand(make_spec(epochs=e))).id for e in (1, 2, 3, 4, 5)]
         store.set_sweep_status(ids[1], "running")
         rows, count = store.list_sweeps(offset=1, limit=2)
         assert count == 5 and [r.id for r in rows] == ids[1:3]
@@ -111,7 +113,7 @@ class TestStorageContract:
         assert count == 1 and rows[0].id == ids[1]
 
     def test_sweep_status_transitions(self, store: Storage, clock: Clock):
-        sweep = store.create_sweep(make_spec())
+        sweep = store.create_sweep(expand(make_spec()))
         running = store.set_sweep_status(sweep.id, "running")
         assert running.started_at == clock.now and running.finished_at is None
         assert store.set_sweep_status(sweep.id, "running") == running  # same status: no-op
@@ -127,10 +129,11 @@ class TestStorageContract:
     # --- Claims, leases, attempts ---------------------------------------------------------------------------------
     def test_claims_hand_out_each_pending_trial_once(self, store: Storage, clock: Clock):
         spec = make_spec()
-        sweep = store.create_sweep(spec)
-        bundle = bundles(spec)[0]
-        claimed = store.claim_trial(sweep.id, lease_seconds=30, bundle_id=bundle.bundle_id)
-        assert claimed is not None and claimed.bundle_id == bundle.bundle_id
+        sweep = store.create_sweep(expand(spec))
+        first = store.trials(sweep.id, limit=1)[0][0]
+        claimed = store.claim_trial(sweep.id, lease_seconds=30, trial_id=first.id)
+        assert claimed is not None and claimed.id == first.id
+        assert store.claim_trial(sweep.id, lease_seconds=30, trial_id=first.id) is None  # claimed already
         assert (claimed.status, claimed.attempts) == ("running", 1)
         assert claimed.lease_expires_at == clock.now + timedelta(seconds=30)
         ids = {claimed.id}
@@ -139,36 +142,15 @@ class TestStorageContract:
         assert len(ids) == spec.n_cells()
         assert store.status_counts(sweep.id)["running"] == spec.n_cells()
 
-    def test_a_dead_attempt_is_retried_then_failed(self, store: Storage, clock: Clock):
-        sweep = store.create_sweep(make_spec())
-        t = store.claim_trial(sweep.id, lease_seconds=60)
-        assert t is not None
-        clock.advance(30)
-        assert store.heartbeat(t.id, 1, lease_seconds=60)  # lease now ends at +90 s
-        clock.advance(59)
-        assert store.reap_expired_leases() == []
-        clock.advance(2)
-        assert store.reap_expired_leases(max_attempts=2) == [t.id]
-        assert store.get_trial(t.id).status == "pending"
-        assert not store.heartbeat(t.id, 1, lease_seconds=60)  # the old worker learns it lost the trial
-        again = store.claim_trial(sweep.id, lease_seconds=60, cell_id=t.cell_id)
-        assert again is not None and again.attempts == 2
-        with pytest.raises(StaleAttemptError):
-            store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=10.0))
-        clock.advance(61)
-        assert store.reap_expired_leases(max_attempts=2) == [t.id]
-        failed = store.get_trial(t.id)
-        assert failed.status == "failed" and failed.error and "lease expired" in failed.error
-
     def test_concurrent_claimers_never_share_a_trial(self, shared_store_url: str):
         spec = make_spec()
-        with Storage(shared_store_url) as setup:
-            sweep = setup.create_sweep(spec)
+        with SqlStorage(shared_store_url) as setup:
+            sweep = setup.create_sweep(expand(spec))
         got: list[int] = []
         lock = threading.Lock()
 
         def claimer() -> None:
-            with Storage(shared_store_url, migrate=False) as s:
+            with SqlStorage(shared_store_url, migrate=False) as s:
                 while (t := s.claim_trial(sweep.id, lease_seconds=60)) is not None:
                     with lock:
                         got.append(t.id)
@@ -182,38 +164,43 @@ class TestStorageContract:
 
     # --- Epochs and results ---------------------------------------------------------------------------------------
     def test_record_epoch_is_idempotent_and_never_duplicates(self, store: Storage):
-        sweep = store.create_sweep(make_spec())
+        sweep = store.create_sweep(expand(make_spec()))
         t = store.claim_trial(sweep.id, lease_seconds=60)
         assert t is not None
-        assert store.record_epoch(t.id, 1, epoch_metrics(1))
-        assert not store.record_epoch(t.id, 1, epoch_metrics(1))  # a replay: no-op
-        assert store.record_epochs(t.id, 1, [epoch_metrics(1), epoch_metrics(2), epoch_metrics(3)]) == 2
+        assert store.record_epochs([epoch_record(t.id, 1, 1)]) == 1
+        assert store.record_epochs([epoch_record(t.id, 1, 1)]) == 0  # a replay: no-op
+        assert store.record_epochs([epoch_record(t.id, 1, 1), epoch_record(t.id, 1, 2), epoch_record(t.id, 1, 3)]) == 2
         with pytest.raises(ConflictError, match="epoch 2"):
-            store.record_epochs(t.id, 1, [epoch_metrics(4), epoch_metrics(2, test_error=1.0)])
+            store.record_epochs([epoch_record(t.id, 1, 4), epoch_record(t.id, 1, 2, test_error=1.0)])
         assert [e.epoch for e in store.epochs(t.id)] == [1, 2, 3]  # the conflicting call wrote nothing
         with pytest.raises(StaleAttemptError):
-            store.record_epoch(t.id, 2, epoch_metrics(1))  # attempt 2 has not been claimed
+            store.record_epochs([epoch_record(t.id, 2, 1)])  # attempt 2 has not been claimed
 
     def test_floats_round_trip_exactly(self, store: Storage):
         values = [0.1 + 0.2, 1 / 3, 5e-324, 1.7976931348623157e308, -0.0, 2.0**-1022]
         sweep = store.create_sweep(
-            make_spec(grids=[{"optimizer": "sgd", "lr": [1 / 3, 0.1 + 0.2], "weight_decay": [5e-324]}])
+            expand(make_spec(grids=[{"optimizer": "sgd", "lr": [1 / 3, 0.1 + 0.2], "weight_decay": [5e-324]}]))
         )
         t = store.claim_trial(sweep.id, lease_seconds=60)
         assert t is not None and t.lr in (1 / 3, 0.1 + 0.2) and t.weight_decay == 5e-324
         for i, v in enumerate(values, start=1):
-            store.record_epoch(t.id, 1, EpochMetrics(epoch=i, train_loss=v, test_error=v))
+            store.record_epochs([EpochRecord(trial_id=t.id, attempt=1, epoch=i, train_loss=v, test_error=v)])
         stored = store.epochs(t.id)
         assert [e.train_loss for e in stored] == values
         assert [e.test_error for e in stored] == values
 
     def test_non_finite_metrics_read_back_as_none_on_every_backend(self, store: Storage):
-        sweep = store.create_sweep(make_spec())
+        sweep = store.create_sweep(expand(make_spec()))
         t = store.claim_trial(sweep.id, lease_seconds=60)
         assert t is not None
-        store.record_epoch(t.id, 1, EpochMetrics(epoch=1, train_loss=math.inf, test_loss=-math.inf, test_error=90.0))
-        store.record_epoch(t.id, 1, EpochMetrics(epoch=2, train_loss=math.nan, test_error=90.0))
-        assert not store.record_epoch(t.id, 1, EpochMetrics(epoch=2, train_loss=math.nan, test_error=90.0))
+        store.record_epochs(
+            [EpochRecord(trial_id=t.id, attempt=1, epoch=1, train_loss=math.inf, test_loss=-math.inf, test_error=90.0)]
+        )
+        store.record_epochs([EpochRecord(trial_id=t.id, attempt=1, epoch=2, train_loss=math.nan, test_error=90.0)])
+        assert (
+            store.record_epochs([EpochRecord(trial_id=t.id, attempt=1, epoch=2, train_loss=math.nan, test_error=90.0)])
+            == 0
+        )
         e1, e2 = store.epochs(t.id)
         assert (e1.train_loss, e1.test_loss, e1.test_error) == (None, None, 90.0)
         assert (e2.train_loss, e2.test_error) == (None, 90.0)
@@ -222,7 +209,7 @@ class TestStorageContract:
         assert (done.final.test_error, done.final.train_loss) == (90.0, None)
 
     def test_finish_trial_stores_result_and_provenance_once(self, store: Storage, clock: Clock):
-        sweep = store.create_sweep(make_spec())
+        sweep = store.create_sweep(expand(make_spec()))
         t = store.claim_trial(sweep.id, lease_seconds=60)
         assert t is not None
         final = FinalMetrics(
@@ -235,10 +222,9 @@ class TestStorageContract:
         assert store.finish_trial(t.id, 1, "completed", final=final, provenance=prov) == done  # replay: no-op
         with pytest.raises(StaleAttemptError):
             store.finish_trial(t.id, 1, "failed", error="late")
-        assert not store.heartbeat(t.id, 1, lease_seconds=60)
 
     def test_finished_since_counts_the_trials_finished_from_then_on(self, store: Storage, clock: Clock):
-        sweep = store.create_sweep(make_spec())
+        sweep = store.create_sweep(expand(make_spec()))
         early = store.claim_trial(sweep.id, lease_seconds=60)
         assert early is not None
         store.finish_trial(early.id, 1, "completed", final=FinalMetrics(test_error=10.0))
@@ -253,7 +239,7 @@ class TestStorageContract:
 
     def test_cancel_and_resume_keep_finished_trials(self, store: Storage):
         spec = make_spec()
-        sweep = store.create_sweep(spec)
+        sweep = store.create_sweep(expand(spec))
         store.set_sweep_status(sweep.id, "running")
         a = store.claim_trial(sweep.id, lease_seconds=60)
         b = store.claim_trial(sweep.id, lease_seconds=60)
@@ -265,7 +251,7 @@ class TestStorageContract:
         assert store.get_sweep(sweep.id).status == "cancelled"
         with pytest.raises(StaleAttemptError):
             store.finish_trial(c.id, 1, "completed")  # cancelled under the worker's feet
-        assert store.finished_cell_ids(sweep_id=sweep.id) == {a.cell_id, b.cell_id}
+        assert {t.cell_id for s in FINISHED for t in store.trials(sweep.id, status=s)[0]} == {a.cell_id, b.cell_id}
         assert store.resume_sweep(sweep.id) == spec.n_cells() - 2
         counts = store.status_counts(sweep.id)
         assert (counts["pending"], counts["completed"], counts["diverged"], counts["cancelled"]) == (
@@ -278,11 +264,11 @@ class TestStorageContract:
         assert store.get_trial(c.id).attempts == 1  # attempts count claims over the trial's life
 
     def test_every_attempt_is_recorded_with_where_it_ran_and_how_it_ended(self, store: Storage, clock: Clock):
-        sweep = store.create_sweep(make_spec())
+        sweep = store.create_sweep(expand(make_spec()))
         t = store.claim_trial(sweep.id, lease_seconds=60)
         assert t is not None
         store.locate_attempt(t.id, 1, host="node-a", node="n1", pid=11)
-        store.record_epoch(t.id, 1, epoch_metrics(1))
+        store.record_epochs([epoch_record(t.id, 1, 1)])
         clock.advance(5)
         second = store.retry_trial(t.id, 1, error="worker died", lease_seconds=60)
         assert (second.status, second.attempts) == ("running", 2)
@@ -290,7 +276,7 @@ class TestStorageContract:
         with pytest.raises(StaleAttemptError):
             store.retry_trial(t.id, 1, error="late", lease_seconds=60)  # attempt 1 is over
         store.locate_attempt(t.id, 2, host="node-b", node="n2", pid=22)
-        store.record_epochs(t.id, 2, [epoch_metrics(1), epoch_metrics(2)])
+        store.record_epochs([epoch_record(t.id, 2, 1), epoch_record(t.id, 2, 2)])
         store.finish_trial(t.id, 2, "completed", final=FinalMetrics(test_error=10.0))
         attempts = store.attempts(t.id)
         assert [(a.attempt, a.status, a.error, a.host, a.node, a.pid) for a in attempts] == [
@@ -299,42 +285,41 @@ class TestStorageContract:
         ]
         assert attempts[0].finished_at == attempts[1].started_at == clock.now
         assert [(e.attempt, e.epoch) for e in store.epochs(t.id)] == [(1, 1), (2, 1), (2, 2)]
-        # reaped leases and cancellations close attempts too
+        # a driver taken over and cancellations close attempts too
+        store.acquire_sweep(sweep.id, "host:1:a", lease_seconds=10)
         u = store.claim_trial(sweep.id, lease_seconds=10)
         assert u is not None
         clock.advance(11)
-        store.reap_expired_leases()
+        store.acquire_sweep(sweep.id, "host:2:b", lease_seconds=10)  # the first driver's lease expired
         v = store.claim_trial(sweep.id, lease_seconds=10, trial_id=u.id)
         assert v is not None and v.attempts == 2
         store.cancel_sweep(sweep.id)
         assert [a.status for a in store.attempts(u.id)] == ["lost", "cancelled"]
-        assert len(store.sweep_attempts(sweep.id)) == 4
+        assert sum(len(store.attempts(t.id)) for t in store.trials(sweep.id)[0]) == 4
 
-    def test_record_epochs_many_writes_all_or_nothing(self, store: Storage):
-        sweep = store.create_sweep(make_spec())
+    def test_record_epochs_of_several_trials_writes_all_or_nothing(self, store: Storage):
+        sweep = store.create_sweep(expand(make_spec()))
         a = store.claim_trial(sweep.id, lease_seconds=60)
         b = store.claim_trial(sweep.id, lease_seconds=60)
         assert a and b
-        assert store.record_epochs_many([(a.id, 1, [epoch_metrics(1)]), (b.id, 1, [epoch_metrics(1)])]) == 2
+        assert store.record_epochs([epoch_record(a.id, 1, 1), epoch_record(b.id, 1, 1)]) == 2
         with pytest.raises(ConflictError):
-            store.record_epochs_many(
-                [(a.id, 1, [epoch_metrics(2)]), (b.id, 1, [epoch_metrics(1, test_error=1.0)])]  # b's epoch 1 differs
-            )
+            store.record_epochs([epoch_record(a.id, 1, 2), epoch_record(b.id, 1, 1, test_error=1.0)])  # b's differs
         assert [e.epoch for e in store.epochs(a.id)] == [1]  # a's epoch 2 was rolled back with the conflict
 
     def test_a_new_sweep_reuses_finished_cells_of_an_earlier_sweep_with_its_fingerprint(self, store: Storage):
         spec = make_spec()
-        first = store.create_sweep(spec)
+        first = store.create_sweep(expand(spec))
         done = store.claim_trial(first.id, lease_seconds=60)
         wild = store.claim_trial(first.id, lease_seconds=60)
         assert done and wild
-        store.record_epochs(done.id, 1, [epoch_metrics(1), epoch_metrics(2, test_error=9.5)])
+        store.record_epochs([epoch_record(done.id, 1, 1), epoch_record(done.id, 1, 2, test_error=9.5)])
         prov = Provenance(git_sha="abc", package_versions={"torch": "2"}, device="cpu", host="h")
         final = FinalMetrics(test_error=9.5, epochs_done=2)
         store.finish_trial(done.id, 1, "completed", final=final, provenance=prov)
         store.finish_trial(wild.id, 1, "diverged", final=FinalMetrics(epochs_done=0))
-        other = store.create_sweep(make_spec(seeds=[7]))  # another fingerprint: never a source
-        second = store.create_sweep(spec.model_copy(update={"name": "again"}))
+        other = store.create_sweep(expand(make_spec(seeds=[7])))  # another fingerprint: never a source
+        second = store.create_sweep(expand(spec.model_copy(update={"name": "again"})))
         assert store.reuse_finished(other.id) == {}
         assert store.reuse_finished(second.id) == {first.id: 2}
         assert store.reuse_finished(second.id) == {}  # nothing pending is left to fill from there
@@ -348,7 +333,7 @@ class TestStorageContract:
         assert store.status_counts(second.id)["pending"] == spec.n_cells() - 2
 
     def test_one_driver_at_a_time_and_a_dead_ones_trials_go_back_to_the_queue(self, store: Storage, clock: Clock):
-        sweep = store.create_sweep(make_spec())
+        sweep = store.create_sweep(expand(make_spec()))
         assert store.acquire_sweep(sweep.id, "host:1:a", lease_seconds=30) == 0
         assert store.acquire_sweep(sweep.id, "host:1:a", lease_seconds=30) == 0  # again: still ours
         t = store.claim_trial(sweep.id, lease_seconds=30)
@@ -378,28 +363,12 @@ class TestStorageContract:
         store.cancel_sweep(sweep.id)
         assert not store.renew_sweep(sweep.id, "host:4:d", lease_seconds=30)
 
-    def test_finished_cells_are_found_by_fingerprint_across_sweeps(self, store: Storage):
-        spec = make_spec()
-        first, second = store.create_sweep(spec), store.create_sweep(spec)
-        other = store.create_sweep(make_spec(epochs=9))
-        finished = {}
-        for sweep, i in ((first, 0), (second, 1), (other, 2)):
-            t = store.claim_trial(sweep.id, lease_seconds=60, cell_id=store.trials(sweep.id)[0][i].cell_id)
-            assert t is not None
-            store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=1.0))
-            finished[sweep.id] = t.cell_id
-        assert finished[first.id] != finished[second.id]
-        found = store.finished_cell_ids(fingerprint=spec.fingerprint())
-        assert found == {finished[first.id], finished[second.id]}
-        with pytest.raises(ValueError, match="exactly one"):
-            store.finished_cell_ids()
-
     def test_trials_filter_and_grid_reads_one_optimizer(self, store: Storage):
         spec = make_spec()
-        sweep = store.create_sweep(spec)
+        sweep = store.create_sweep(expand(spec))
         rows, count = store.trials(sweep.id, optimizer="adamw", limit=2)
         assert count == 6 and len(rows) == 2 and {r.optimizer for r in rows} == {"adamw"}
-        t = store.claim_trial(sweep.id, lease_seconds=60, bundle_id=rows[0].bundle_id)
+        t = store.claim_trial(sweep.id, lease_seconds=60, trial_id=rows[0].id)
         assert t is not None
         store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=7.25))
         grid = store.grid(sweep.id, "adamw")
@@ -409,13 +378,13 @@ class TestStorageContract:
         assert store.trials(sweep.id, status="completed")[1] == 1
 
     # --- Schema ---------------------------------------------------------------------------------------------------
-    def test_migrations_build_exactly_the_orm_schema(self, store: Storage):
+    def test_migrations_build_exactly_the_orm_schema(self, store: SqlStorage):
         with store.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
 
     def test_upgrade_from_the_first_revision_keeps_data(self, store_url: str):
-        engine = Storage(store_url, migrate=False).engine
+        engine = SqlStorage(store_url, migrate=False).engine
         upgrade(engine, "0001")
         with engine.begin() as conn:
             conn.execute(
@@ -435,18 +404,19 @@ class TestStorageContract:
 # --- A writer killed mid-transaction ------------------------------------------------------------------------------
 WRITER = """
 import sys
-from results import Storage
-from tests.factories import epoch_metrics, make_spec
+from results import EpochRecord, SqlStorage
+from sweeps import expand
+from tests.factories import epoch_record, make_spec
 
-store = Storage(sys.argv[1])
-sweep = store.create_sweep(make_spec())
+store = SqlStorage(sys.argv[1])
+sweep = store.create_sweep(expand(make_spec()))
 trial = store.claim_trial(sweep.id, lease_seconds=600)
 for epoch in range(1, 51):  # fifty committed epochs, one transaction each
-    store.record_epoch(trial.id, 1, epoch_metrics(epoch))
-big = [epoch_metrics(e) for e in range(1000, 200_000)]
+    store.record_epochs([epoch_record(trial.id, 1, epoch)])
+big = [epoch_record(trial.id, 1, e) for e in range(1000, 200_000)]
 print(trial.id, flush=True)
 # One huge transaction (seconds long): it must vanish as a whole when the process is killed.
-store.record_epochs(trial.id, 1, big)
+store.record_epochs(big)
 print("done", flush=True)
 """
 
@@ -461,14 +431,14 @@ def test_a_killed_writer_leaves_a_consistent_database(shared_store_url: str):
     proc.send_signal(signal.SIGKILL)
     rest = proc.stdout.read()
     assert proc.wait() == -signal.SIGKILL and "done" not in rest
-    with Storage(shared_store_url) as store:
+    with SqlStorage(shared_store_url) as store:
         if store.engine.dialect.name == "sqlite":
             with store.engine.connect() as conn:
                 assert conn.execute(sa.text("PRAGMA integrity_check")).scalar() == "ok"
         assert [e.epoch for e in store.epochs(trial_id)] == list(range(1, 51))
         last = store.epochs(trial_id)[-1]
-        assert EpochMetrics(**{k: getattr(last, k) for k in vars(epoch_metrics(50))}) == epoch_metrics(50)
+        assert last == epoch_record(trial_id, 1, 50)
         trial = store.get_trial(trial_id)
         assert (trial.status, trial.attempts) == ("running", 1)
         # The store still takes writes after the crash.
-        assert store.record_epoch(trial_id, 1, epoch_metrics(51))
+        assert store.record_epochs([epoch_record(trial_id, 1, 51)]) == 1

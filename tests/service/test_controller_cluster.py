@@ -8,7 +8,7 @@ import secrets
 import time
 from pathlib import Path
 
-from results import Storage
+from results import SqlStorage
 from tests.factories import spec_data
 from tests.processes import start_server, stop_server, two_node_cluster
 
@@ -29,6 +29,6 @@ def test_a_sweep_submitted_to_the_controller_runs_on_both_nodes_of_the_cluster(t
             assert state["status"] == "completed" and state["counts"]["completed"] == 4
         finally:
             stop_server(server)
-        with Storage(db, migrate=False) as store:
-            nodes = {a.node for a in store.sweep_attempts(sweep["id"])}
+        with SqlStorage(db, migrate=False) as store:
+            nodes = {a.node for t in store.trials(sweep["id"])[0] for a in store.attempts(t.id)}
         assert len(nodes) == 2, f"every trial ran on one node: {nodes}"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from results import Storage
+from results import SqlStorage, Storage
 from tests.factories import fill_sweep, make_spec
 from tests.processes import start_server, stop_server
 
@@ -45,7 +45,7 @@ def _finished_sweep(store: Storage) -> int:
 
 def test_no_request_gets_a_500(tmp_path: Path):
     db = f"sqlite:///{tmp_path / 'wdgrid.db'}"
-    with Storage(db) as store:
+    with SqlStorage(db) as store:
         finished = _finished_sweep(store)
     token = secrets.token_hex(16)
     server = start_server(tmp_path, db, token, settings={"WDGRID_MAX_CONCURRENT_SWEEPS": "0"})
@@ -68,7 +68,7 @@ def test_no_request_gets_a_500(tmp_path: Path):
     log = (tmp_path / "serve.log").read_text()
     assert "Traceback" not in log, log[-4000:]
     assert "the queue PAUSED" in log.splitlines()[0]
-    with Storage(db) as store:
+    with SqlStorage(db) as store:
         created, _ = store.list_sweeps(limit=500)
         assert len(created) > 1  # the fuzzer got sweeps accepted...
         assert [s.id for s in created if s.started_at is not None] == [finished]  # ...and a paused queue ran none

@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from results import Storage
+from results import SqlStorage
 from service.scheduler import MAX_START_FAILURES, Scheduler
 from service.settings import Settings
+from sweeps import expand
 from tests.factories import make_spec
 
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")  # a driver that has not taken its sweep yet
@@ -19,8 +20,8 @@ BROKEN = (sys.executable, "-c", "import sys; print('wdgrid: cannot join the Ray 
 
 
 def test_sweeps_start_in_fifo_order_with_one_driver_each_and_stop_kills_them(tmp_path: Path):
-    with Storage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
-        first = store.create_sweep(make_spec(name="first")).id
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+        first = store.create_sweep(expand(make_spec(name="first"))).id
         settings = Settings(database_url=store.url, max_concurrent_sweeps=2, poll_s=0.05)
         scheduler = Scheduler(settings, store, log_dir=tmp_path, driver=SLEEPER)
         try:
@@ -29,7 +30,7 @@ def test_sweeps_start_in_fifo_order_with_one_driver_each_and_stop_kills_them(tmp
             for _ in range(5):  # the sweep stays pending while its driver starts: a free slot must not start it again
                 scheduler.tick()
             assert list(scheduler.children) == [first] and scheduler.children[first].pid == pid
-            later = [store.create_sweep(make_spec(name=f"s{i}", seeds=[i])).id for i in range(2)]
+            later = [store.create_sweep(expand(make_spec(name=f"s{i}", seeds=[i]))).id for i in range(2)]
             scheduler.tick()
             children = dict(scheduler.children)
             assert sorted(children) == [first, later[0]]  # FIFO: the older of the two waiting sweeps
@@ -40,8 +41,8 @@ def test_sweeps_start_in_fifo_order_with_one_driver_each_and_stop_kills_them(tmp
 
 
 def test_a_driver_that_cannot_start_backs_off_then_fails_its_sweep_with_the_reason(tmp_path: Path):
-    with Storage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
-        sweep = store.create_sweep(make_spec())
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+        sweep = store.create_sweep(expand(make_spec()))
         settings = Settings(database_url=store.url, max_concurrent_sweeps=1, poll_s=0.05)
         scheduler = Scheduler(settings, store, log_dir=tmp_path, driver=BROKEN)
         starts, deadline = 0, time.monotonic() + 30

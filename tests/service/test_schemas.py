@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from results import Storage
+from results import SqlStorage
 from results._records import TRIAL_STATUSES
 from service.schemas import SweepPublic
+from sweeps import expand
 from tests.factories import make_spec
 
 
 def test_the_eta_rates_only_the_cells_trained_since_the_start(tmp_path: Path):
-    with Storage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
-        sweep = store.create_sweep(make_spec())  # 18 cells
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+        sweep = store.create_sweep(expand(make_spec()))  # 18 cells
         sweep = store.set_sweep_status(sweep.id, "running")
         assert sweep.started_at is not None
     counts = dict.fromkeys(TRIAL_STATUSES, 0) | {"completed": 12, "running": 2, "pending": 4}

@@ -77,3 +77,18 @@ def test_serve_refuses_bad_settings_in_one_line(env: dict[str, str], line: str):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(line), result.stderr
     assert "TOPSECRET" not in result.stderr + result.stdout
+
+
+def test_a_sweep_driver_gets_every_setting_it_reads_and_not_the_api_token():
+    settings = Settings(
+        database_url="sqlite:///x.db",
+        cpus_per_trial=2,
+        tune_dir=Path("/shared/tune"),
+        api_token="t" * 16,  # type: ignore[arg-type]
+        host="0.0.0.0",
+    )
+    env = settings.driver_environment({"PATH": "/bin", "WDGRID_API_TOKEN": "t" * 16, "WDGRID_HOST": "0.0.0.0"})
+    assert env["PATH"] == "/bin" and env["WDGRID_CPUS_PER_TRIAL"] == "2.0" and env["WDGRID_TUNE_DIR"] == "/shared/tune"
+    assert "WDGRID_API_TOKEN" not in env and "WDGRID_HOST" not in env
+    options = Settings(**{k.removeprefix("WDGRID_").lower(): v for k, v in env.items() if k.startswith("WDGRID_")})  # type: ignore[arg-type]
+    assert options.run_options().cpus_per_trial == 2.0 and options.run_options().storage_path == "/shared/tune"

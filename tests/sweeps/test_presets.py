@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from sweeps import (
-    CosineSchedule,
+    CosineScheduleSpec,
     Grid,
-    StepSchedule,
+    StepScheduleSpec,
     SweepSpec,
     UnknownPresetError,
     bundles,
@@ -62,7 +62,7 @@ def test_smoke_is_a_handful_of_short_cells():
 def test_cpu_fig2_compares_all_four_optimizers_within_ten_minutes_on_two_cores():
     spec = load_preset("cpu-fig2")
     assert (spec.dataset, spec.model, spec.batch_size) == ("mnist1d", "cnn1d", 128)
-    assert isinstance(spec.schedule, CosineSchedule)
+    assert isinstance(spec.schedule, CosineScheduleSpec)
     assert len(spec.seeds) >= 2
     assert sorted(g.optimizer for g in spec.grids) == ["adam", "adamw", "sgd", "sgdw"]
     steps = spec.epochs * -(-4000 // spec.batch_size)
@@ -79,7 +79,7 @@ def test_cpu_fig2_compares_all_four_optimizers_within_ten_minutes_on_two_cores()
 def test_paper_fig2_holds_the_settings_the_paper_circles():
     spec = load_preset("paper-fig2")
     assert (spec.dataset, spec.model, spec.batch_size, spec.epochs) == ("cifar10", "shake_shake_26_2x64d", 128, 100)
-    assert isinstance(spec.schedule, CosineSchedule)
+    assert isinstance(spec.schedule, CosineScheduleSpec)
     grids = {g.optimizer: g for g in spec.grids}
     assert max(grids["sgd"].lrs()) == 1.0
     assert all(lr == 2.0 ** round(math.log2(lr)) for lr in grids["sgd"].lrs())
@@ -93,7 +93,7 @@ def test_paper_fig1_is_three_sweeps_with_one_grid_and_three_schedules():
     specs = [load_preset(f"paper-fig1-{s}") for s in ("fixed", "step", "cosine")]
     assert [s.schedule.name for s in specs] == ["fixed", "step", "cosine"]
     step = specs[1].schedule
-    assert isinstance(step, StepSchedule) and step.drop_epochs == [30, 60, 80]
+    assert isinstance(step, StepScheduleSpec) and step.drop_epochs == [30, 60, 80]
     assert len({s.fingerprint() for s in specs}) == 3
     for s in specs:
         assert sorted(g.optimizer for g in s.grids) == ["adam", "adamw"]

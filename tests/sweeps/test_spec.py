@@ -14,12 +14,17 @@ from pydantic import ValidationError
 
 from sweeps import (
     DEFAULT_MAX_CELLS,
+    DEFAULT_MAX_EPOCHS,
+    MAX_CELLS_CEILING,
     LogRange,
+    SpecLimitError,
+    SpecLimits,
     SweepSpec,
+    TrainingConfig,
     bundles,
     canonical_json,
     cells,
-    training_config,
+    normalized_weight_decay,
 )
 from tests.factories import make_spec, spec_data
 
@@ -108,18 +113,20 @@ def test_schedule_parameters_are_checked():
         ("schedule", "warm_restarts", "t_mult")
     ]
     spec = make_spec(schedule={"name": "step", "drop_epochs": [1, 2]})
-    schedule = training_config(spec, cells(spec)[0])["schedule"]
+    schedule = cells(spec)[0].config.as_dict()["schedule"]
     assert schedule == {"name": "step", "drop_epochs": [1.0, 2.0], "factor": 0.1}
 
 
-def test_cell_cap_default_context_and_environment(monkeypatch):
+def test_cell_cap_default_operator_limit_and_ceiling():
     big = {"base": 2, "start": 0, "stop": 99, "step": 1}  # 100 values
     data = spec_data(seeds=list(range(10)), grids=[{"optimizer": "sgd", "lr": big, "weight_decay": big}])
-    assert DEFAULT_MAX_CELLS < 10 * 100 * 100
-    assert error_locs(data) == [("grids",)]
-    assert SweepSpec.model_validate(data, context={"max_cells": 100_000}).n_cells() == 100_000
-    monkeypatch.setenv("WDGRID_MAX_CELLS", "100000")
-    assert SweepSpec.model_validate(data).n_cells() == 100_000
+    assert DEFAULT_MAX_CELLS < 10 * 100 * 100 == MAX_CELLS_CEILING
+    spec = SweepSpec.model_validate(data)  # within the ceiling: a valid spec
+    with pytest.raises(SpecLimitError, match="WDGRID_MAX_CELLS") as caught:
+        spec.check_limits(SpecLimits())
+    assert caught.value.field == "grids"
+    spec.check_limits(SpecLimits(max_cells=100_000))
+    assert error_locs(spec_data(seeds=list(range(11)), grids=data["grids"])) == [("grids",)]  # over the ceiling
 
 
 def test_a_huge_range_is_refused_before_it_is_expanded():
@@ -127,11 +134,12 @@ def test_a_huge_range_is_refused_before_it_is_expanded():
     assert error_locs(spec_data(grids=[sgd_grid(lr=huge)]))[0][:3] == ("grids", 0, "lr")
 
 
-def test_epoch_cap(monkeypatch):
-    assert error_locs(spec_data(epochs=2001)) == [("epochs",)]
-    assert error_locs(spec_data(epochs=10), max_epochs=5) == [("epochs",)]
-    monkeypatch.setenv("WDGRID_MAX_EPOCHS", "3000")
-    assert make_spec(epochs=2001).epochs == 2001
+def test_epoch_cap():
+    assert error_locs(spec_data(epochs=100_001)) == [("epochs",)]
+    with pytest.raises(SpecLimitError, match="WDGRID_MAX_EPOCHS") as caught:
+        make_spec(epochs=DEFAULT_MAX_EPOCHS + 1).check_limits(SpecLimits())
+    assert caught.value.field == "epochs"
+    make_spec(epochs=3000).check_limits(SpecLimits(max_epochs=3000))
 
 
 # --- Axes -----------------------------------------------------------------------------------------------------------
@@ -175,6 +183,7 @@ def test_presentation_and_order_do_not_change_the_fingerprint():
         {"model": "cnn1d"},
         {"schedule": {"name": "fixed"}},
         {"weight_decay_units": "normalized"},
+        {"precision": "bfloat16"},
         {"grids": [sgd_grid()]},
     ],
 )
@@ -198,8 +207,9 @@ def test_fingerprint_and_cell_ids_are_stable_across_processes():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"}
     ).stdout.split()
     assert out == [spec.fingerprint(), *[c.cell_id for c in cells(spec)]]
-    # A golden value: a change here changes every stored sweep's identity, so it must be deliberate.
-    assert spec.fingerprint() == "cef4b1725d34300dea964724323c311b63181f542ffc68f03234129404cb7dd4"
+    # A golden value: a change here changes every stored sweep's identity, so it must be deliberate (version 2:
+    # the precision policy joined the canonical form and every cell's training config).
+    assert spec.fingerprint() == "25944e9c0dd19a46ec46bcac1577134afd07b4388fb9f8f886dd1bb0dc9d9be6"
 
 
 @settings(max_examples=30, deadline=None)
@@ -224,7 +234,7 @@ def test_normalized_weight_decay_matches_the_papers_cifar10_example():
     (cell, *_) = cells(spec)
     assert cell.weight_decay_given == 0.025
     assert cell.weight_decay == 0.025 * math.sqrt(128 / (50_000 * 100))  # ≈ 1.26e-4, as in the paper
-    assert training_config(spec, cell)["weight_decay"] == cell.weight_decay
+    assert cell.config.weight_decay == cell.weight_decay
 
 
 def test_normalization_with_warm_restarts_uses_the_first_period():
@@ -276,7 +286,7 @@ def test_bundles_group_by_optimizer_and_seed_and_split_deterministically():
 def test_training_config_is_the_flat_dict_the_worker_takes():
     spec = make_spec()
     cell = cells(spec)[0]
-    assert training_config(spec, cell) == {
+    assert cell.config.as_dict() == {
         "dataset": "mnist1d",
         "model": "mlp",
         "optimizer": "sgd",
@@ -286,5 +296,46 @@ def test_training_config_is_the_flat_dict_the_worker_takes():
         "epochs": 3,
         "batch_size": 128,
         "seed": 0,
-        "device": "auto",
+        "precision": "float32",
     }
+    assert TrainingConfig.from_dict(cell.config.as_dict()) == cell.config
+    assert cell.cell_id == cell.config.cell_id()  # where it trains (device, data directory) is not in the config
+
+
+def test_two_configs_differing_only_in_precision_have_different_ids():
+    (a, *_), (b, *_) = cells(make_spec()), cells(make_spec(precision="bfloat16"))
+    assert a.config.as_dict() | {"precision": "bfloat16"} == b.config.as_dict()
+    assert a.cell_id != b.cell_id
+
+
+def test_training_config_refuses_unknown_keys_and_bad_values():
+    base = cells(make_spec())[0].config.as_dict()
+    with pytest.raises(ValueError, match="unknown config keys: device"):
+        TrainingConfig.from_dict(base | {"device": "cpu"})
+    for field, bad in [("epochs", 0), ("optimizer", "lion"), ("precision", "float16"), ("lr", math.nan)]:
+        with pytest.raises(ValueError, match=rf"^{field} "):
+            TrainingConfig.from_dict(base | {field: bad})
+
+
+def test_normalized_weight_decay_formula_matches_the_papers_cifar10_example():
+    assert normalized_weight_decay(0.025, 128, 50_000, 100) == pytest.approx(1.2649e-4, rel=1e-4)
+
+
+def test_normalized_weight_decay_shrinks_with_longer_runs():
+    assert normalized_weight_decay(0.05, 128, 50_000, 400) == pytest.approx(
+        normalized_weight_decay(0.05, 128, 50_000, 100) / 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ((-0.1, 128, 50_000, 100), "lambda_norm"),
+        ((0.1, 0, 50_000, 100), "batch_size"),
+        ((0.1, 128, -5, 100), "n_train"),
+        ((0.1, 128, 50_000, 0), "epochs"),
+    ],
+)
+def test_normalized_weight_decay_rejects_bad_values(args, field):
+    with pytest.raises(ValueError, match=rf"^{field}"):
+        normalized_weight_decay(*args)

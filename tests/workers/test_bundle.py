@@ -16,7 +16,7 @@ BASE = {
     "epochs": 2,
     "batch_size": 128,
     "seed": 0,
-    "dtype": "float64",
+    "precision": "float64",
 }
 CELLS = {
     "sgd": [(0.02, 1e-4), (0.1, 1e-3), (0.5, 1e-2)],
@@ -45,7 +45,9 @@ def test_batched_cells_equal_train_one_at_a_time_in_float64(optimizer):
 
 def test_float32_cells_agree_to_single_precision():
     # at moderate α; at large α (0.2 here) float32 rounding differences grow to ~1 % within two epochs
-    configs = [BASE | {"dtype": "float32", "optimizer": "sgdw", "lr": lr, "weight_decay": 1e-3} for lr in (0.02, 0.05)]
+    configs = [
+        BASE | {"precision": "float32", "optimizer": "sgdw", "lr": lr, "weight_decay": 1e-3} for lr in (0.02, 0.05)
+    ]
     for b, a in zip(train_bundle(configs, batched=True), [train(c) for c in configs], strict=True):
         assert b.history[-1].test_loss == pytest.approx(a.history[-1].test_loss, rel=1e-3)
 
@@ -66,13 +68,24 @@ def test_models_that_cannot_be_batched_train_one_after_another(tmp_path):
 
     write_cifar(tmp_path, per_file=2, n_test=4)  # 10 training images: two steps of the 11.65M-parameter network
     base = BASE | {"dataset": "cifar10", "model": "shake_shake_26_2x64d", "epochs": 1, "batch_size": 5}
-    configs = [
-        base | {"optimizer": "adamw", "lr": lr, "weight_decay": 1e-3, "data_dir": str(tmp_path)} for lr in (1e-3, 1e-2)
-    ]
+    configs = [base | {"optimizer": "adamw", "lr": lr, "weight_decay": 1e-3} for lr in (1e-3, 1e-2)]
     with pytest.raises(ValueError, match="cannot be batched"):
-        train_bundle(configs, batched=True)
-    results = train_bundle(configs)
+        train_bundle(configs, batched=True, data_dir=tmp_path)
+    results = train_bundle(configs, data_dir=tmp_path)
     assert [r.status for r in results] == ["completed", "completed"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_one_cell_chunk_and_train_give_bit_identical_numbers(precision):
+    # One loop, one precision policy: how a cell was chunked never changes its numbers (the cell id promises that).
+    config = BASE | {"precision": precision, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-3}
+    alone = train(config)
+    (chunk,) = train_bundle([config])
+    (one_at_a_time, _) = train_bundle([config, config | {"lr": 1e-3}], batched=False)
+    for r in (chunk, one_at_a_time):  # wall times differ; every number must not
+        assert [(m.train_loss, m.train_error, m.test_loss, m.test_error, m.eta) for m in r.history] == [
+            (m.train_loss, m.train_error, m.test_loss, m.test_error, m.eta) for m in alone.history
+        ]
 
 
 def test_cells_of_a_bundle_may_differ_only_in_lr_and_weight_decay():
@@ -99,7 +112,8 @@ def test_big_bundles_train_in_chunks_with_the_same_results(monkeypatch):
 @pytest.mark.parametrize(("model", "batched"), [("cnn1d", True), ("mlp", False)])
 def test_resume_from_a_bundle_checkpoint_ends_exactly_like_an_uninterrupted_run(model, batched):
     configs = [
-        BASE | {"model": model, "epochs": 3, "dtype": "float32", "optimizer": "adamw", "lr": lr, "weight_decay": 1e-3}
+        BASE
+        | {"model": model, "epochs": 3, "precision": "float32", "optimizer": "adamw", "lr": lr, "weight_decay": 1e-3}
         for lr in (1e-3, 3e-3, 1e-2)
     ]
     full = train_bundle(configs, batched=batched)

@@ -15,7 +15,6 @@ from torch import nn
 from workers.optimizers import (
     OPTIMIZERS,
     make_optimizer,
-    normalized_weight_decay,
     param_groups,
     set_eta,
 )
@@ -345,25 +344,3 @@ def test_negative_eta_is_rejected_by_set_eta_and_at_step_time():
 
 
 # --- Normalized weight decay --------------------------------------------------------------------------------
-def test_normalized_weight_decay_matches_the_papers_cifar10_example():
-    assert normalized_weight_decay(0.025, 128, 50_000, 100) == pytest.approx(1.2649e-4, rel=1e-4)
-
-
-def test_normalized_weight_decay_shrinks_with_longer_runs():
-    assert normalized_weight_decay(0.05, 128, 50_000, 400) == pytest.approx(
-        normalized_weight_decay(0.05, 128, 50_000, 100) / 2
-    )
-
-
-@pytest.mark.parametrize(
-    ("args", "field"),
-    [
-        ((-0.1, 128, 50_000, 100), "lambda_norm"),
-        ((0.1, 0, 50_000, 100), "batch_size"),
-        ((0.1, 128, -5, 100), "n_train"),
-        ((0.1, 128, 50_000, 0), "epochs"),
-    ],
-)
-def test_normalized_weight_decay_rejects_bad_values(args, field):
-    with pytest.raises(ValueError, match=rf"^{field}"):
-        normalized_weight_decay(*args)

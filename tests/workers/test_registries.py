@@ -6,7 +6,6 @@ import sweeps
 from workers.data import DATASETS
 from workers.models import MODELS
 from workers.optimizers import OPTIMIZERS
-from workers.train import TrainConfig
 
 
 def test_spec_names_are_the_worker_registries():
@@ -19,8 +18,8 @@ def test_every_cell_of_every_preset_is_a_valid_training_config():
     for preset in sweeps.list_presets():
         spec = sweeps.load_preset(preset.name)
         for cell in sweeps.cells(spec):
-            config = TrainConfig.from_dict(sweeps.training_config(spec, cell))
-            assert config.lr == cell.lr and config.weight_decay == cell.weight_decay
+            config = sweeps.TrainingConfig.from_dict(cell.config.as_dict())  # as the store hands it to a worker
+            assert config == cell.config and config.cell_id() == cell.cell_id
 
 
 def test_normalized_decay_uses_the_training_set_size_the_loader_produces():
@@ -36,6 +35,7 @@ def test_epoch_metrics_of_the_worker_are_what_the_store_records():
     import results
     from workers.train import EpochMetrics
 
-    assert [f.name for f in fields(EpochMetrics)] == [f.name for f in fields(results.EpochMetrics)]
+    stored = [f.name for f in fields(results.EpochRecord) if f.name not in ("trial_id", "attempt")]
+    assert [f.name for f in fields(EpochMetrics)] == stored
     m = EpochMetrics(3, 0.5, 12.5, 0.6, 14.0, 0.25, 1.5)
-    assert results.EpochMetrics(**asdict(m)).test_error == 14.0
+    assert results.EpochRecord(trial_id=1, attempt=1, **asdict(m)).test_error == 14.0

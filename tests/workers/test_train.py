@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from sweeps import TrainingConfig
 from tests.factories import write_cifar
-from workers.train import EpochMetrics, StopTraining, TrainConfig, train
+from workers.train import EpochMetrics, StopTraining, train
 
 BASE = {
     "dataset": "mnist1d",
@@ -82,7 +83,7 @@ def test_divergence_after_some_epochs_keeps_their_metrics():
     def blow_up_after_two(state):
         if state["epoch"] == 2:
             with torch.no_grad():
-                for tensor in state["model"].values():
+                for tensor in state["weights"].values():
                     if tensor.is_floating_point():
                         tensor.fill_(float("nan"))  # state_dict shares the live weights: the next loss is NaN
 
@@ -93,15 +94,13 @@ def test_divergence_after_some_epochs_keeps_their_metrics():
 
 
 def test_float64_runs_end_to_end():
-    result = train(BASE | {"dtype": "float64", "epochs": 1, "model": "mlp", "optimizer": "adam", "lr": 1e-3})
+    result = train(BASE | {"precision": "float64", "epochs": 1, "model": "mlp", "optimizer": "adam", "lr": 1e-3})
     assert result.status == "completed" and len(result.history) == 1
 
 
 def test_images_train_with_augmentation_through_the_cifar_loader(tmp_path):
     write_cifar(tmp_path)
-    result = train(
-        BASE | {"dataset": "cifar10", "model": "resnet20", "epochs": 1, "batch_size": 16, "data_dir": str(tmp_path)}
-    )
+    result = train(BASE | {"dataset": "cifar10", "model": "resnet20", "epochs": 1, "batch_size": 16}, data_dir=tmp_path)
     assert result.status == "completed" and len(result.history) == 1
 
 
@@ -119,8 +118,8 @@ def test_unknown_config_keys_and_bad_values_are_rejected():
     with pytest.raises(ValueError, match="unknown config keys: learning_rate"):
         train(BASE | {"learning_rate": 0.1})
     with pytest.raises(ValueError, match=r"^epochs "):
-        TrainConfig.from_dict(BASE | {"epochs": 0})
+        TrainingConfig.from_dict(BASE | {"epochs": 0})
     with pytest.raises(ValueError, match=r"^optimizer "):
-        TrainConfig.from_dict(BASE | {"optimizer": "lion"})
+        TrainingConfig.from_dict(BASE | {"optimizer": "lion"})
     with pytest.raises(ValueError, match=r"^lr "):
         train(BASE | {"lr": -1.0})

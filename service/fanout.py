@@ -1,14 +1,14 @@
-"""Run a stored sweep on Ray Tune: the driver.
+"""The fan-out: run a stored sweep on Ray Tune. The process that calls :func:`run_sweep` is the sweep's *driver*.
 
 ``run_sweep(store, sweep_id)`` takes the sweep's pending cells (finished ones are never trained again), cuts each
 bundle into *chunks* of at most ``cells_per_trial`` cells and runs every chunk as one Ray Tune trial
 (``workers.trainable.train_chunk``: one batched model per chunk where the model allows it). Actors are reused, so a
 worker process pays for Python, torch and the data set once, not once per cell.
 
-The driver is the only writer of the sweep's trials and epochs; workers only report. Its Tune callback claims a
-chunk's cells when the Tune trial starts (one attempt each), writes every report's epochs as they arrive (one
-transaction per report), finishes cells as ``completed`` or ``diverged`` (a result: never retried), and every
-``heartbeat_s`` renews its lease on the sweep and checks for cancellation.
+The driver is the only writer of the sweep's trials and epochs; workers only report. Its Tune callback
+(``service._result_writer.ResultWriter``) claims a chunk's cells when the chunk starts (one attempt each), writes
+every report's epochs as they arrive (one transaction per report), finishes cells as ``completed`` or ``diverged``
+(a result: never retried), and every ``heartbeat_s`` renews its lease on the sweep and checks for cancellation.
 
 Failures: a chunk whose worker crashes (an exception, a killed process, a lost node) is restarted by Tune up to
 ``max_retries`` times from its last checkpoint; each restart ends the cells' attempt as ``failed`` (with the error)
@@ -24,9 +24,9 @@ store: its done cells finished, its other cells pending; otherwise they start ov
 Cancel: ``Storage.cancel_sweep`` from any process; the driver sees it within ``heartbeat_s``, stops every trial
 and leaves finished cells as they are.
 
-Ray: ``init_ray()`` starts an embedded single-node Ray (this machine's CPUs, no dashboard) unless ``address`` or
-``$RAY_ADDRESS`` names a cluster to join. Ray 2.60 authenticates with a token by default: a driver joining a
-cluster needs ``RAY_AUTH_MODE=token`` and the cluster's ``RAY_AUTH_TOKEN`` (README, "Scaling out").
+Ray: ``init_ray()`` starts an embedded single-node Ray (this machine's CPUs, no dashboard) unless ``address`` names
+a cluster to join (the controller's settings pass ``RAY_ADDRESS``). Ray 2.60 authenticates with a token by default:
+a driver joining a cluster needs ``RAY_AUTH_MODE=token`` and the cluster's ``RAY_AUTH_TOKEN`` (README, "Scaling out").
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class RunOptions:
         heartbeat_s: how often the driver renews its lease and checks for cancellation (a cancel takes effect
             within about this long).
         batched: train chunks as one batched model (True), one cell at a time (False), or as measured best (None).
-        storage_path: Tune's experiment folder (checkpoints); on a cluster, a path every node shares. None:
-            ``$WDGRID_TUNE_DIR``, else a folder under the system's temporary directory.
+        storage_path: Tune's experiment folder (checkpoints); on a cluster, a path every node shares. None: a folder
+            under the system's temporary directory.
+        data_dir: where workers find data sets (None: their default, ``~/.cache/wdgrid/data``).
         keep_tune_dir: keep Tune's folder after the run (it holds only checkpoints; results are in the store).
     """
 
@@ -88,6 +89,7 @@ class RunOptions:
     heartbeat_s: float = 1.0
     batched: bool | None = None
     storage_path: str | None = None
+    data_dir: str | None = None
     keep_tune_dir: bool = False
 
     def __post_init__(self) -> None:
@@ -131,14 +133,13 @@ class ClusterError(RuntimeError):
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
-    """Connect to Ray once per process: to ``address`` (or ``$RAY_ADDRESS``) when given, else start an embedded
-    single-node Ray with ``num_cpus`` (default: this machine's CPUs) and no dashboard. A no-op when connected.
-    :class:`ClusterError` when a named cluster cannot be joined."""
+    """Connect to Ray once per process: to ``address`` when given, else start an embedded single-node Ray with
+    ``num_cpus`` (default: this machine's CPUs) and no dashboard. A no-op when connected. :class:`ClusterError` when a
+    named cluster cannot be joined."""
     import ray
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
     common: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
     if address:
         try:
@@ -215,8 +216,8 @@ def run_sweep(
     callbacks: Sequence[Any] = (),
 ) -> RunSummary:
     """Run every pending cell of a stored sweep on Ray Tune and return when the sweep is completed, failed or
-    cancelled (see the module docstring). ``address`` joins a Ray cluster (else ``$RAY_ADDRESS``, else an embedded
-    Ray); ``callbacks`` are extra ``tune.Callback`` objects (tests use them to kill workers)."""
+    cancelled (see the module docstring). ``address`` joins a Ray cluster (else an embedded Ray); ``callbacks`` are
+    extra ``tune.Callback`` objects (tests use them to kill workers)."""
     o = options or RunOptions()
     started = time.monotonic()
     sweep = store.get_sweep(sweep_id)
@@ -231,8 +232,8 @@ def run_sweep(
     if counts["pending"] or counts["running"]:  # a sweep whose cells are all finished (e.g. reused) needs no Ray
         init_ray(address)  # before taking the sweep: a cluster that cannot be joined leaves it as it was
         gpus, slots = _trial_resources(o)
-    driver = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    store.acquire_sweep(sweep_id, driver, lease_seconds=o.lease_seconds, holder_dead=holder_dead)
+    driver_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    store.acquire_sweep(sweep_id, driver_id, lease_seconds=o.lease_seconds, holder_dead=holder_dead)
     tune_dir: Path | None = None
     try:
         store.set_sweep_status(sweep_id, "running")
@@ -251,7 +252,7 @@ def run_sweep(
 
         from workers.trainable import train_chunk
 
-        base = Path(o.storage_path or os.environ.get("WDGRID_TUNE_DIR") or Path(tempfile.gettempdir()) / "wdgrid-tune")
+        base = Path(o.storage_path or Path(tempfile.gettempdir()) / "wdgrid-tune")
         prefix = _tune_prefix(store.url, sweep)
         resumed = _resumable(store, sweep_id, pending, base / prefix)
         in_resumed = {t.id for _, chunk in resumed for t in chunk}
@@ -267,6 +268,7 @@ def run_sweep(
                 "cells": [{"trial_id": t.id, "config": t.config} for t in chunk],
                 "batched": o.batched,
                 "threads": max(1, int(o.cpus_per_trial)),
+                "data_dir": o.data_dir,
                 "checkpoint_interval_s": o.checkpoint_interval_s,
                 "resume_from": origin,
             }
@@ -276,17 +278,18 @@ def run_sweep(
             log.info("sweep %d: %d trials continue from checkpoints an earlier driver left", sweep_id, len(resumed))
         log.info("sweep %d: %d cells in %d trials, %d at a time", sweep_id, len(pending), len(chunks), slots)
 
-        from workers._tune_driver import Chunk, Driver, StopWhenAsked, trial_dirname
+        from service._result_writer import Chunk, Lease, ResultWriter, StopWhenAsked, chunk_dirname
 
-        writer = Driver(store, sweep_id, driver, {k: Chunk(k, [t.id for t in c]) for k, c in keyed.items()}, o)
-        tune_dir = base / f"{prefix}-{driver.rsplit(':', 1)[-1]}"
+        chunked = {k: Chunk(k, [t.id for t in c]) for k, c in keyed.items()}
+        writer = ResultWriter(store, sweep_id, driver_id, chunked, Lease(o.lease_seconds, o.heartbeat_s))
+        tune_dir = base / f"{prefix}-{driver_id.rsplit(':', 1)[-1]}"
         tuner = tune.Tuner(
             tune.with_resources(train_chunk, {"cpu": o.cpus_per_trial, "gpu": gpus}),
             param_space={"chunk": tune.grid_search(space)},
             tune_config=tune.TuneConfig(
                 reuse_actors=True,
                 max_concurrent_trials=o.max_concurrent_trials,
-                trial_dirname_creator=trial_dirname,
+                trial_dirname_creator=chunk_dirname,
             ),
             run_config=tune.RunConfig(
                 name=tune_dir.name,
@@ -317,11 +320,11 @@ def run_sweep(
     except BaseException:
         # Ctrl-C or an error of the driver itself: unfinished cells are cancelled, never left running.
         current = store.get_sweep(sweep_id)
-        if current.driver == driver and current.status in ("pending", "running"):
+        if current.driver == driver_id and current.status in ("pending", "running"):
             store.cancel_sweep(sweep_id)
         raise
     finally:
-        store.release_sweep(sweep_id, driver)
+        store.release_sweep(sweep_id, driver_id)
         if tune_dir is not None and not o.keep_tune_dir:
             shutil.rmtree(tune_dir, ignore_errors=True)
 
@@ -367,7 +370,7 @@ def _resumable(
     """Checkpoints that earlier drivers of the sweep left in folders named ``prefix``-* (newest first) and that
     still fit the store: every cell the checkpoint holds as done is finished, every other one is pending (no cell
     in two). Returns (checkpoint folder, the chunk's trials in its cell order)."""
-    from workers.trainable import CELLS_FILE
+    from workers.trainable import CELLS_FILE  # imports torch and Ray Tune: only when a sweep runs
 
     found = []
     for path in prefix.parent.glob(f"{prefix.name}-*/*/checkpoint_*/{CELLS_FILE}"):

@@ -1,6 +1,11 @@
-"""The driver's side of a Tune run (``workers.runner``): the callback that writes what trials report into the store,
-and the stopper that ends the run when the sweep is cancelled or taken over. Imported only when a sweep runs (it
-imports Ray Tune); classes live at module level so that Tune can pickle them."""
+"""The driver process's side of a Tune run (``service.fanout``): :class:`ResultWriter`, the Tune callback that writes
+what the chunks report into the store (the driver is its sweep's only writer), and the stopper that ends the run when
+the sweep is cancelled or taken over. Imported only when a sweep runs (it imports Ray Tune); classes live at module
+level so that Tune can pickle them.
+
+Words: a *cell* is one training run and one store trial; a *chunk* is the cells one Tune trial trains together (Ray's
+"trial" appears here only where Tune's API names it); the *driver* is the process that runs a sweep, known to the
+store by its *driver id* ``host:pid:nonce``."""
 
 from __future__ import annotations
 
@@ -8,18 +13,23 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ray import tune
 
-from results import EpochMetrics, FinalMetrics, Provenance, StaleAttemptError, Storage
+from results import EpochRecord, FinalMetrics, Provenance, SqlStorage, StaleAttemptError, Storage
 
-if TYPE_CHECKING:
-    from workers.runner import RunOptions
+__all__ = ["Chunk", "Lease", "ResultWriter", "StopWhenAsked", "chunk_dirname"]
 
-__all__ = ["Chunk", "Driver", "StopWhenAsked", "trial_dirname"]
+log = logging.getLogger("service.fanout")
 
-log = logging.getLogger("workers.runner")
+
+@dataclass(frozen=True)
+class Lease:
+    """How the driver holds its sweep: the lease's length and how often it is renewed (seconds)."""
+
+    seconds: float
+    heartbeat_s: float
 
 
 @dataclass
@@ -37,17 +47,17 @@ class Progress:
     retries: int = 0
 
 
-class Driver(tune.Callback):
-    """Writes what the trials report into the store. Tune may pickle callbacks: the store (an engine with
-    locks) is left out of the pickle and reopened from its URL if ever needed."""
+class ResultWriter(tune.Callback):
+    """Writes what the chunks report into the store, and renews the driver's lease. Tune may pickle callbacks: the
+    store (an engine with locks) is left out of the pickle and reopened from its URL if ever needed."""
 
-    def __init__(self, store: Storage, sweep_id: int, driver: str, chunks: dict[str, Chunk], o: RunOptions):
+    def __init__(self, store: Storage, sweep_id: int, driver_id: str, chunks: dict[str, Chunk], lease: Lease):
         self._store: Storage | None = store
         self.url = store.url
-        self.sweep_id, self.driver, self.chunks, self.options = sweep_id, driver, chunks, o
+        self.sweep_id, self.driver_id, self.chunks, self.lease = sweep_id, driver_id, chunks, lease
         self.progress = Progress()
         self.stopping: str | None = None
-        self._next_beat = time.monotonic() + o.heartbeat_s
+        self._next_beat = time.monotonic() + lease.heartbeat_s
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_store": None}
@@ -55,7 +65,7 @@ class Driver(tune.Callback):
     @property
     def store(self) -> Storage:
         if self._store is None:
-            self._store = Storage(self.url, migrate=False)
+            self._store = SqlStorage(self.url, migrate=False)
         return self._store
 
     def _chunk(self, trial: tune.experiment.Trial) -> Chunk:
@@ -72,7 +82,7 @@ class Driver(tune.Callback):
             return  # a restart after a failure: on_trial_recover already began the next attempts
         self.progress.started.add(chunk.key)
         for trial_id in chunk.trial_ids:
-            record = self.store.claim_trial(self.sweep_id, lease_seconds=self.options.lease_seconds, trial_id=trial_id)
+            record = self.store.claim_trial(self.sweep_id, lease_seconds=self.lease.seconds, trial_id=trial_id)
             if record is not None:
                 self.progress.attempt[trial_id] = record.attempts
 
@@ -87,13 +97,13 @@ class Driver(tune.Callback):
             if (trial_id, p.attempt[trial_id]) not in p.located:
                 p.located.add((trial_id, p.attempt[trial_id]))
                 self.store.locate_attempt(trial_id, p.attempt[trial_id], **where)
-        by_cell: dict[int, list[EpochMetrics]] = {}
+        records = []
         for index, m in result.get("epochs", []):
             trial_id = chunk.trial_ids[index]
             if trial_id in p.attempt and trial_id not in p.finished:
-                by_cell.setdefault(trial_id, []).append(EpochMetrics(**m))
+                records.append(EpochRecord(trial_id=trial_id, attempt=p.attempt[trial_id], **m))
         try:
-            self.store.record_epochs_many([(t, p.attempt[t], ms) for t, ms in by_cell.items()])
+            self.store.record_epochs(records)
         except StaleAttemptError as exc:  # cancelled meanwhile: the epochs are facts, but nobody waits for them
             log.info("sweep %d: epochs not written: %s", self.sweep_id, exc)
         prov = result.get("provenance") or {}
@@ -127,7 +137,7 @@ class Driver(tune.Callback):
         for trial_id in self._running(self._chunk(trial)):
             try:
                 record = self.store.retry_trial(
-                    trial_id, self.progress.attempt[trial_id], error=error, lease_seconds=self.options.lease_seconds
+                    trial_id, self.progress.attempt[trial_id], error=error, lease_seconds=self.lease.seconds
                 )
             except StaleAttemptError:
                 continue
@@ -151,8 +161,8 @@ class Driver(tune.Callback):
         now = time.monotonic()
         if self.stopping or now < self._next_beat:
             return
-        self._next_beat = now + self.options.heartbeat_s
-        if not self.store.renew_sweep(self.sweep_id, self.driver, lease_seconds=self.options.lease_seconds):
+        self._next_beat = now + self.lease.heartbeat_s
+        if not self.store.renew_sweep(self.sweep_id, self.driver_id, lease_seconds=self.lease.seconds):
             status = self.store.get_sweep(self.sweep_id).status
             self.stopping = "cancelled" if status == "cancelled" else "lost"
             log.warning("sweep %d: %s; stopping its trials", self.sweep_id, self.stopping)
@@ -161,17 +171,18 @@ class Driver(tune.Callback):
 class StopWhenAsked(tune.Stopper):
     """Stops every trial once the driver is told to (the sweep was cancelled or taken over)."""
 
-    def __init__(self, driver: Driver) -> None:
-        self.driver = driver
+    def __init__(self, writer: ResultWriter) -> None:
+        self.writer = writer
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.driver.stopping is not None
+        return self.writer.stopping is not None
 
 
-def trial_dirname(trial: Any) -> str:
+def chunk_dirname(trial: Any) -> str:
+    """A chunk's Tune folder: its Tune trial id (short, unique within the run)."""
     return str(trial.trial_id)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from results import Storage
+from results import SqlStorage
 from tests.factories import spec_data
 from tests.processes import BIN, alive_nodes, two_node_cluster
 
@@ -31,10 +31,10 @@ def test_trials_land_on_both_nodes_of_a_token_authenticated_cluster(cluster, tmp
     run = [str(BIN / "wdgrid"), "run", str(tmp_path / "spec.json"), "--db", db, "--address", address]
     result = subprocess.run([*run, "--cells-per-trial", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    with Storage(db, migrate=False) as store:
+    with SqlStorage(db, migrate=False) as store:
         trials = store.trials(1)[0]
         assert {t.status for t in trials} == {"completed"}
-        nodes = {a.node for a in store.sweep_attempts(1)}
+        nodes = {a.node for t in store.trials(1)[0] for a in store.attempts(t.id)}
     assert len(nodes) == 2, f"every trial ran on one node: {nodes}"
 
 
@@ -66,5 +66,5 @@ def test_a_driver_without_the_token_gets_one_clear_line(cluster, tmp_path: Path)
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"wdgrid: cannot join the Ray cluster at {address}") and "RAY_AUTH_TOKEN" in last
     assert "Traceback" not in result.stderr
-    with Storage(db, migrate=False) as store:
+    with SqlStorage(db, migrate=False) as store:
         assert store.get_sweep(1).status == "pending"  # untouched: the same command runs it once the token is set

@@ -17,10 +17,10 @@ import pytest
 import torch
 from ray import tune
 
-from results import FinalMetrics, Storage, TrialRecord
-from sweeps import SweepSpec
-from tests.factories import epoch_metrics, make_spec
-from workers.runner import RunOptions, init_ray, plan_chunks, run_sweep
+from results import FinalMetrics, SqlStorage, Storage, TrialRecord
+from service.fanout import RunOptions, init_ray, plan_chunks, run_sweep
+from sweeps import SweepSpec, expand
+from tests.factories import epoch_record, make_spec
 from workers.train import train
 
 FAST = RunOptions(checkpoint_interval_s=0, heartbeat_s=0.5, lease_seconds=30)
@@ -37,7 +37,7 @@ def embedded_ray() -> Iterator[None]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Storage]:
-    with Storage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as s:
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as s:
         yield s
 
 
@@ -70,14 +70,14 @@ def test_chunks_keep_bundles_apart_and_give_every_slot_work(store: Storage):
     spec = make_spec(
         seeds=[0], grids=[{"optimizer": "sgd", "lr": [0.1 * i for i in range(1, 9)], "weight_decay": [0.0]}]
     )
-    sweep = store.create_sweep(spec)
+    sweep = store.create_sweep(expand(spec))
     trials = all_trials(store, sweep.id)
     chunks = plan_chunks(trials, slots=2, max_cells=16)
     assert [len(c) for c in chunks] == [2, 2, 2, 2]  # 4 trials for 2 slots, not one trial of 8 cells
     assert sorted(t.id for c in chunks for t in c) == sorted(t.id for t in trials)
     assert [t.lr for c in chunks for t in c] == sorted(t.lr for t in trials)
     spec = small_spec(seeds=[0, 1])
-    sweep = store.create_sweep(spec)
+    sweep = store.create_sweep(expand(spec))
     chunks = plan_chunks(all_trials(store, sweep.id), slots=1, max_cells=3)
     assert all(len({t.bundle_id for t in c}) == 1 for c in chunks)
     assert max(len(c) for c in chunks) <= 3 and sum(len(c) for c in chunks) == spec.n_cells()
@@ -95,7 +95,7 @@ def test_options_name_the_bad_field():
 # --- Running ------------------------------------------------------------------------------------------------------
 def test_every_cell_trains_once_with_its_epochs_streamed_into_the_store(store: Storage):
     spec = small_spec()
-    sweep = store.create_sweep(spec)
+    sweep = store.create_sweep(expand(spec))
     summary = run_sweep(store, sweep.id, FAST)
     assert (summary.status, summary.finished, summary.reused, summary.retries) == ("completed", 6, 0, 0)
     assert store.get_sweep(sweep.id).status == "completed"
@@ -120,10 +120,10 @@ def test_every_cell_trains_once_with_its_epochs_streamed_into_the_store(store: S
 
 
 def test_finished_cells_are_never_trained_again(store: Storage):
-    sweep = store.create_sweep(small_spec())
+    sweep = store.create_sweep(expand(small_spec()))
     done = store.claim_trial(sweep.id, lease_seconds=60)
     assert done is not None
-    store.record_epoch(done.id, 1, epoch_metrics(1, test_error=12.5))
+    store.record_epochs([epoch_record(done.id, 1, 1, test_error=12.5)])
     store.finish_trial(done.id, 1, "completed", final=FinalMetrics(test_error=12.5, epochs_done=1))
     summary = run_sweep(store, sweep.id, FAST)
     assert (summary.status, summary.reused, summary.finished) == ("completed", 1, 5)
@@ -134,7 +134,7 @@ def test_finished_cells_are_never_trained_again(store: Storage):
 
 def test_a_diverged_cell_is_a_result_and_is_not_retried(store: Storage):
     grids = [{"optimizer": "sgd", "lr": [0.05, 1e6], "weight_decay": [0.0]}]
-    sweep = store.create_sweep(small_spec(grids=grids))
+    sweep = store.create_sweep(expand(small_spec(grids=grids)))
     summary = run_sweep(store, sweep.id, FAST)
     assert summary.status == "completed" and summary.retries == 0
     by_lr = {t.lr: t for t in all_trials(store, sweep.id)}
@@ -156,7 +156,7 @@ class KillWorkerOnce(tune.Callback):
 
 def test_a_killed_worker_is_retried_from_its_checkpoint_and_every_attempt_is_recorded(store: Storage):
     spec = small_spec(epochs=4, grids=[{"optimizer": "adamw", "lr": [0.001, 0.002], "weight_decay": [0.001]}])
-    sweep = store.create_sweep(spec)
+    sweep = store.create_sweep(expand(spec))
     killer = KillWorkerOnce()
     summary = run_sweep(store, sweep.id, FAST, callbacks=[killer])
     assert killer.killed is not None
@@ -179,7 +179,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_every_attempt_is_rec
 def test_an_exception_in_training_is_retried_then_the_cells_fail(store: Storage, tmp_path: Path, monkeypatch):
     # CIFAR-10 is not in the (empty) data directory: every attempt fails when it loads the data.
     grids = [{"optimizer": "sgd", "lr": [0.1], "weight_decay": [0.0]}]
-    sweep = store.create_sweep(make_spec(dataset="cifar10", model="resnet20", epochs=1, seeds=[0], grids=grids))
+    sweep = store.create_sweep(expand(make_spec(dataset="cifar10", model="resnet20", epochs=1, seeds=[0], grids=grids)))
     summary = run_sweep(store, sweep.id, RunOptions(max_retries=1, heartbeat_s=0.5, lease_seconds=30))
     assert (summary.status, summary.retries) == ("failed", 1)
     sweep_after = store.get_sweep(sweep.id)
@@ -192,12 +192,12 @@ def test_an_exception_in_training_is_retried_then_the_cells_fail(store: Storage,
 
 def test_a_cancelled_sweep_stops_within_seconds_and_keeps_finished_cells(store: Storage):
     grids = [{"optimizer": "sgd", "lr": [0.01 * i for i in range(1, 7)], "weight_decay": [0.0]}]
-    sweep = store.create_sweep(small_spec(epochs=60, grids=grids))
+    sweep = store.create_sweep(expand(small_spec(epochs=60, grids=grids)))
     cancelled_at: list[float] = []
 
     def cancel_after_first_cell() -> None:
-        with Storage(store.url, migrate=False) as other:  # another process would do the same
-            while not other.finished_cell_ids(sweep_id=sweep.id):
+        with SqlStorage(store.url, migrate=False) as other:  # another process would do the same
+            while not other.trials(sweep.id, status="completed", limit=1)[1]:
                 time.sleep(0.2)
             other.cancel_sweep(sweep.id)
             cancelled_at.append(time.monotonic())
@@ -221,20 +221,20 @@ def test_the_driver_callback_pickles_without_its_store_and_reopens_it(store: Sto
     # Tune may pickle callbacks (experiment state): a live engine (locks, connections) must not go with them.
     import pickle
 
-    from workers._tune_driver import Chunk, Driver, StopWhenAsked
+    from service._result_writer import Chunk, Lease, ResultWriter, StopWhenAsked
 
-    sweep = store.create_sweep(small_spec())
-    driver = Driver(store, sweep.id, "host:1:x", {"k": Chunk("k", [1, 2])}, FAST)
-    copy = pickle.loads(pickle.dumps(StopWhenAsked(driver)))
-    assert copy.driver._store is None and copy.driver.chunks["k"].trial_ids == [1, 2]
-    assert copy.driver.store.get_sweep(sweep.id).id == sweep.id  # reopened from its URL
+    sweep = store.create_sweep(expand(small_spec()))
+    writer = ResultWriter(store, sweep.id, "host:1:x", {"k": Chunk("k", [1, 2])}, Lease(FAST.lease_seconds, 0.2))
+    copy = pickle.loads(pickle.dumps(StopWhenAsked(writer)))
+    assert copy.writer._store is None and copy.writer.chunks["k"].trial_ids == [1, 2]
+    assert copy.writer.store.get_sweep(sweep.id).id == sweep.id  # reopened from its URL
     assert not copy.stop_all()
 
 
 def test_a_trial_too_big_for_the_cluster_is_refused_before_the_sweep_is_touched(store: Storage):
-    from workers.runner import ClusterError
+    from service.fanout import ClusterError
 
-    sweep = store.create_sweep(small_spec())
+    sweep = store.create_sweep(expand(small_spec()))
     with pytest.raises(ClusterError, match="no trial of 4 CPUs"):
         run_sweep(store, sweep.id, RunOptions(cpus_per_trial=4))
     after = store.get_sweep(sweep.id)

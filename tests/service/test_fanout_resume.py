@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from results import Storage
+from results import SqlStorage
 
 WDGRID = Path(sys.executable).parent / "wdgrid"
 EPOCHS = 25
@@ -45,7 +45,7 @@ def test_a_killed_driver_resumes_with_every_cell_exactly_once(tmp_path: Path):
             time.sleep(0.3)
             if not (tmp_path / "wdgrid.db").exists():
                 continue
-            with Storage(db, migrate=False) as store:
+            with SqlStorage(db, migrate=False) as store:
                 if not store.list_sweeps()[1]:
                     continue
                 counts = store.status_counts(1)
@@ -60,7 +60,7 @@ def test_a_killed_driver_resumes_with_every_cell_exactly_once(tmp_path: Path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first.pid, signal.SIGKILL)  # whatever of its embedded Ray is left
-    with Storage(db, migrate=False) as store:
+    with SqlStorage(db, migrate=False) as store:
         before = {t.id: t for t in store.trials(1)[0]}
         first_epochs = {t: store.epochs(t) for t, r in before.items() if r.status == "running"}
     done_before = {i for i, t in before.items() if t.status == "completed"}
@@ -72,7 +72,7 @@ def test_a_killed_driver_resumes_with_every_cell_exactly_once(tmp_path: Path):
     assert second.returncode == 0, err[-3000:]
     assert f"({len(done_before)} already finished" in out
 
-    with Storage(db, migrate=False) as store:
+    with SqlStorage(db, migrate=False) as store:
         assert store.get_sweep(1).status == "completed"
         for t in store.trials(1)[0]:
             assert t.status == "completed"

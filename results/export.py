@@ -1,0 +1,128 @@
+"""A sweep's results as files: grid CSVs, the long trial and epoch CSVs, heatmap PNGs and the separability report.
+
+One home for every download: the REST routes serve these bytes and ``wdgrid run --out`` writes the same ones to a
+folder. Units as in :mod:`results.grids`: errors in percent, α as given to the optimizer, λ raw per step.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Final, Literal
+
+from results._contract import Storage
+from results._records import NotFoundError, SweepRecord
+from results.grids import cell_stats, epochs_frame, grid_csv, grid_frame, seed_grids, trials_frame
+from results.separability import TWINS, Comparison, report
+
+__all__ = [
+    "GridMetric",
+    "NoTwinsError",
+    "epochs_csv",
+    "grid_text",
+    "heatmap_png_bytes",
+    "optimizers",
+    "separability",
+    "trials_csv",
+    "write_all",
+]
+
+GridMetric = Literal["mean", "std", "n", "n_diverged"]
+GRID_HEADER: Final = "lr\\weight_decay"
+
+
+class NoTwinsError(ValueError):
+    """The sweep has no L2 optimizer beside its decoupled twin, or its grids cannot be analysed (λ = 0 on an axis)."""
+
+
+def optimizers(sweep: SweepRecord) -> list[str]:
+    """The sweep's optimizers, in spec order."""
+    return [str(g["optimizer"]) for g in sweep.spec["grids"]]
+
+
+def _check_optimizer(sweep: SweepRecord, optimizer: str) -> None:
+    names = optimizers(sweep)
+    if optimizer not in names:
+        raise NotFoundError(f"sweep {sweep.id} has no {optimizer} grid (it has {', '.join(names)})")
+
+
+def grid_text(store: Storage, sweep: SweepRecord, optimizer: str, metric: GridMetric = "mean") -> str:
+    """One optimizer's α × λ grid as CSV: ``mean`` (percent; diverged cells marked), ``std``, ``n`` or
+    ``n_diverged`` of the final test error over seeds (:mod:`results.grids`)."""
+    _check_optimizer(sweep, optimizer)
+    stats = cell_stats(store, sweep.id, optimizer)
+    if metric == "mean":
+        return grid_csv(stats)
+    text: str = grid_frame(stats, metric).to_csv(index_label=GRID_HEADER)
+    return text
+
+
+def trials_csv(store: Storage, sweep_id: int) -> str:
+    """Every trial, one row each: grid place, status, final metrics (percent, seconds), provenance."""
+    text: str = trials_frame(store, sweep_id).to_csv(index=False)
+    return text
+
+
+def epochs_csv(store: Storage, sweep_id: int) -> str:
+    """Every stored epoch of every attempt of every trial (errors in percent, η_t, wall time in seconds)."""
+    text: str = epochs_frame(store, sweep_id).to_csv(index=False)
+    return text
+
+
+def heatmap_png_bytes(store: Storage, sweep: SweepRecord, optimizer: str | None = None) -> bytes:
+    """Figure-2 heatmaps as PNG: one optimizer's, or (None) each L2 optimizer beside its decoupled twin when both
+    ran, else the first optimizer's."""
+    from results.figures import heatmap_png, twins_png  # matplotlib: only when a picture is asked for
+
+    names = optimizers(sweep)
+    if optimizer is not None:
+        _check_optimizer(sweep, optimizer)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "heatmap.png"
+        if optimizer is None and any(a in names and b in names for a, b in TWINS.items()):
+            twins_png({o: cell_stats(store, sweep.id, o) for o in names}, path)
+        else:
+            name = optimizer or names[0]
+            heatmap_png(cell_stats(store, sweep.id, name), path, title=name)
+        return path.read_bytes()
+
+
+def separability(store: Storage, sweep: SweepRecord) -> list[Comparison]:
+    """Each L2 optimizer of the sweep against its decoupled twin (:func:`results.separability.report`).
+    :class:`NoTwinsError` when no pair ran, or the grids cannot be analysed."""
+    names = optimizers(sweep)
+    paired = [o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)]
+    if not paired:
+        raise NoTwinsError(f"sweep {sweep.id} has no L2 optimizer beside its decoupled twin {TWINS}")
+    try:
+        return report({o: seed_grids(store, sweep.id, o) for o in paired})
+    except ValueError as exc:  # e.g. λ = 0 on an axis: the analysis is in log2
+        raise NoTwinsError(f"cannot analyze sweep {sweep.id}: {exc}") from None
+
+
+def write_all(store: Storage, sweep: SweepRecord, folder: Path) -> list[Path]:
+    """Every download of the sweep into ``folder``: ``grid-<optimizer>.csv`` and ``heatmap-<optimizer>.png`` per
+    optimizer, ``trials.csv``, ``epochs.csv``, and where twins ran ``twins.png`` and ``separability.txt``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str | bytes] = {}
+    for o in optimizers(sweep):
+        files[f"grid-{o}.csv"] = grid_text(store, sweep, o)
+        files[f"heatmap-{o}.png"] = heatmap_png_bytes(store, sweep, o)
+    files["trials.csv"] = trials_csv(store, sweep.id)
+    files["epochs.csv"] = epochs_csv(store, sweep.id)
+    try:
+        comparisons = separability(store, sweep)
+    except NoTwinsError:
+        comparisons = []
+    if comparisons:
+        files["twins.png"] = heatmap_png_bytes(store, sweep)
+        files["separability.txt"] = "\n\n".join(c.verdict for c in comparisons) + "\n"
+    paths = []
+    for name, content in files.items():
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        paths.append(path)
+    return paths

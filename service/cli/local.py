@@ -1,0 +1,186 @@
+"""``wdgrid`` commands that train on this machine without the controller: ``run`` (a sweep, embedded Ray or a
+cluster, results in the store), ``demo`` (four optimizers, one minute) and the hidden ``drive`` (what the controller
+starts for each running sweep)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from service.cli._common import Snapshot, errors_line, fail, first_line, settings_or_fail, shown, watch
+
+if TYPE_CHECKING:
+    from sweeps import SweepSpec
+
+app = typer.Typer()
+
+
+@app.command()
+def demo(
+    epochs: Annotated[int, typer.Option(min=1, max=200, help="Epochs per optimizer.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of initialization and batch order.")] = 0,
+) -> None:
+    """Train one small MLP on MNIST-1D with each of sgd, sgdw, adam and adamw (cosine schedule); under a minute."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from workers.demo import run_demo
+
+    console = Console()
+    with console.status(f"training 4 optimizers × {epochs} epochs on MNIST-1D …"):
+        results = run_demo(epochs=epochs, seed=seed)
+    table = Table(title=f"MNIST-1D, MLP, {epochs} epochs, cosine schedule")
+    for column in ("optimizer", "α (lr)", "λ (raw, per step)", "test error %", "seconds"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r.optimizer, f"{r.lr:g}", f"{r.weight_decay:.3g}", f"{r.test_error:.1f}", f"{r.seconds:.1f}")
+    console.print(table)
+
+
+def _load_spec(path: Path | None, preset: str | None) -> SweepSpec:
+    from pydantic import ValidationError
+
+    from sweeps import SweepSpec, UnknownPresetError, load_preset
+
+    if (path is None) == (preset is None):
+        raise fail("give a spec file or --preset NAME (one of them)")
+    try:
+        if preset is not None:
+            return load_preset(preset)
+        assert path is not None
+        return SweepSpec.model_validate_json(path.read_bytes())
+    except UnknownPresetError as exc:
+        raise fail(str(exc).strip("'\"")) from None
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise fail(f"invalid spec {path or preset}: {errors_line(exc.errors())}") from None
+
+
+@app.command("run")
+def run_command(
+    spec_file: Annotated[
+        Path | None, typer.Argument(metavar="[SPEC.json]", help="A sweep spec (JSON); or use --preset.")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Run a preset instead of a spec file (see README).")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Results store URL [default: $WDGRID_DATABASE_URL, else sqlite:///wdgrid.db].")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write grid CSVs, trials.csv, epochs.csv and heatmaps here.")
+    ] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new sweep even if this spec ran here before.")] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join [default: $RAY_ADDRESS, else an embedded Ray].")
+    ] = None,
+    cpus_per_trial: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="CPUs per Ray trial (torch threads) [default: $WDGRID_CPUS_PER_TRIAL]."),
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None, typer.Option(min=0.0, help="GPUs per trial (fractions share one) [default: 1 if any GPU].")
+    ] = None,
+    cells_per_trial: Annotated[
+        int | None, typer.Option(min=1, help="Most cells trained together in one trial [default: 16 or fewer].")
+    ] = None,
+    max_retries: Annotated[int, typer.Option(min=0, help="Restarts of a crashed trial from its checkpoint.")] = 2,
+    checkpoint_interval: Annotated[
+        float, typer.Option(min=0.0, help="Seconds between a trial's checkpoints (0: every epoch).")
+    ] = 30.0,
+) -> None:
+    """Run a sweep here, without the service: embedded Ray (or --address), results in the store (--db).
+
+    Running the same spec again resumes it: finished cells are kept, the rest are trained (--new starts afresh)."""
+    import dataclasses
+    import logging
+
+    from results import SqlStorage, SweepBusyError
+    from results.export import write_all
+    from service.fanout import ClusterError, run_sweep
+    from sweeps import SpecLimitError, expand
+
+    settings = settings_or_fail()
+    spec = _load_spec(spec_file, preset)
+    try:
+        spec.check_limits(settings.spec_limits())
+    except SpecLimitError as exc:
+        raise fail(f"invalid spec {spec_file or preset}: {exc.field}: {exc}") from None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    base = settings.run_options()
+    options = dataclasses.replace(
+        base,
+        max_retries=max_retries,
+        checkpoint_interval_s=checkpoint_interval,
+        cells_per_trial=cells_per_trial,
+        cpus_per_trial=base.cpus_per_trial if cpus_per_trial is None else cpus_per_trial,
+        gpus_per_trial=base.gpus_per_trial if gpus_per_trial is None else gpus_per_trial,
+    )
+    url = db or settings.database_url
+    try:
+        store = SqlStorage(url)
+    except Exception as exc:  # a malformed URL, an unreachable server, a missing driver: all the user's to fix
+        raise fail(f"cannot open the results store {shown(url)}: {type(exc).__name__}: {first_line(exc)}") from None
+    key = None if new else f"wdgrid-run:{spec.fingerprint()}"
+    sweep = store.create_sweep(expand(spec), idempotency_key=key)
+    if sweep.status in ("failed", "cancelled"):
+        requeued = store.resume_sweep(sweep.id)
+        print(f"resuming sweep {sweep.id} ({sweep.status}): {requeued} cells re-queued")
+    total = sum(store.status_counts(sweep.id).values())
+    print(f"sweep {sweep.id} '{spec.name}': {total} cells; results in {shown(store.url)}")
+
+    def poll() -> Snapshot:
+        return Snapshot(store.status_counts(sweep.id))
+
+    done = threading.Event()
+    watcher = threading.Thread(target=watch, args=(sweep.id, total, poll), kwargs={"stop": done}, daemon=True)
+    watcher.start()
+    try:
+        summary = run_sweep(store, sweep.id, options, address=address or settings.ray_address)
+    except (ClusterError, SweepBusyError) as exc:
+        done.set()
+        raise fail(str(exc), 1) from None
+    except KeyboardInterrupt:
+        done.set()
+        watcher.join()
+        print(f"interrupted: sweep {sweep.id} cancelled; run the same command again to resume it")
+        raise typer.Exit(130) from None
+    finally:
+        done.set()
+        watcher.join()
+    counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
+    print(
+        f"sweep {sweep.id} {summary.status} in {summary.wall_time_s:.0f} s: {counts} "
+        f"({summary.reused} already finished, {summary.retries} trial restarts)"
+    )
+    if out is not None:
+        for path in write_all(store, store.get_sweep(sweep.id), out):
+            print(f"  wrote {path}")
+        separability = out / "separability.txt"
+        if separability.exists():
+            print(separability.read_text().rstrip())
+    print(f"results: sweep {sweep.id} in {shown(store.url)}")
+    if summary.status in ("cancelled", "failed"):
+        print("run the same command again to resume it: finished cells are kept, the rest are re-queued")
+    if summary.status != "completed":
+        raise typer.Exit(1)
+
+
+@app.command(hidden=True)
+def drive(sweep_id: Annotated[int, typer.Argument(min=1)]) -> None:
+    """Run one stored sweep to its end (the controller starts one such process per running sweep)."""
+    import logging
+
+    from results import SqlStorage
+    from service.fanout import ClusterError, run_sweep
+
+    settings = settings_or_fail()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with SqlStorage(settings.database_url) as store:
+        try:
+            summary = run_sweep(store, sweep_id, settings.run_options(), address=settings.ray_address)
+        except ClusterError as exc:  # the sweep is untouched; the controller reads this line as its reason
+            raise fail(str(exc)) from None
+    print(f"sweep {sweep_id} {summary.status}: {summary.counts}")
