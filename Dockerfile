@@ -27,6 +27,11 @@ ARG WDGRID_GIT_SHA=""
 ENV WDGRID_GIT_SHA=${WDGRID_GIT_SHA}
 RUN pip install --no-cache-dir --no-deps -c constraints.txt .
 
+# Your plugins: every role of the cluster (controller, head, workers) needs the packages that register the models and
+# data sets your specs name. Copy or pip-install them here, e.g. the example package:
+COPY examples examples
+RUN pip install --no-cache-dir --no-deps ./examples/wdgrid-examples
+
 RUN useradd --create-home --uid 1000 wdgrid && mkdir -p /data /shared && chown wdgrid /data /shared
 USER wdgrid
 EXPOSE 8000 6380

@@ -11,10 +11,14 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # Re-install only when the project's dependency files change.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt examples/wdgrid-examples/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "wdgrid needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A stale wdgrid.egg-info beside the code would hide the entry points (plugins) of the fresh install.
+	@rm -rf wdgrid.egg-info
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# The example plugin package (README, "Your own model"): the tests sweep its model and data set.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e examples/wdgrid-examples
 	@touch $(STAMP)
 
 # The service on 127.0.0.1:8000 (embedded Ray per sweep, SQLite file ./wdgrid.db); WDGRID_* variables configure it.

@@ -22,7 +22,7 @@ from service.routes import router
 from service.scheduler import Scheduler
 from service.schemas import SUBMISSION_TAGS
 from service.settings import Settings
-from sweeps import SpecLimitError, UnknownPresetError
+from sweeps import DataPathError, SpecLimitError, UnknownPresetError
 
 __all__ = ["create_app"]
 
@@ -118,6 +118,14 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     app.add_exception_handler(SpecLimitError, over_limit)
+
+    async def outside_data(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DataPathError)
+        loc = ["body", *(exc.field or "dataset_args").split(".")]
+        detail = [{"type": "outside_data_dir", "loc": loc, "msg": str(exc)}]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    app.add_exception_handler(DataPathError, outside_data)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         # POST /sweeps's body is a tagged union (service.schemas.SweepSubmission): pydantic puts the tag ("spec" or

@@ -21,6 +21,7 @@ from service.schemas import (
     AttemptPublic,
     ComparisonPublic,
     EpochPublic,
+    PluginPublic,
     PresetPublic,
     Problem,
     SeparabilityPublic,
@@ -109,6 +110,7 @@ def create_sweep(
         except ValidationError as exc:  # the merged spec: its locations are the spec's own fields
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
     spec.check_limits(settings.spec_limits())  # SpecLimitError: a 422 naming the field (service.main)
+    spec.check_data_paths(settings.data_root())  # DataPathError: the same
     sweep = store.create_sweep(expand(spec), idempotency_key=idempotency_key)
     fresh = sweep.status == "pending" and sweep.started_at is None
     reused = store.reuse_finished(sweep.id) if reuse and fresh else {}
@@ -296,6 +298,16 @@ def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
             for c in comparisons
         ]
     )
+
+
+@router.get("/plugins", response_model=list[PluginPublic], tags=["presets"])
+def plugins() -> list[PluginPublic]:
+    """Every installed model and data set a spec may name (wdgrid's own and other packages'), with its docstring,
+    its arguments' schema and the package and version it comes from."""
+    from sweeps import PluginKind, describe
+
+    kinds: tuple[PluginKind, ...] = ("model", "dataset")
+    return [PluginPublic.of(d) for kind in kinds for d in describe(kind)]
 
 
 @router.get("/presets", response_model=list[PresetPublic], tags=["presets"])

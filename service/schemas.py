@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_mo
 from pydantic.fields import FieldInfo
 
 from results import SweepRecord, TrialRecord, TrialStatus
-from sweeps import SweepSpec, list_presets, load_preset
+from sweeps import PluginDescription, SweepSpec, list_presets, load_preset
 
 __all__ = [
     "AttemptPublic",
     "ComparisonPublic",
     "EpochPublic",
+    "PluginPublic",
     "PresetPublic",
     "PresetSubmission",
     "Problem",
@@ -191,6 +192,33 @@ class TrialDetail(TrialPublic):
 class PresetPublic(_Public):
     name: str = Field(description='POST {"preset": name} to run it.')
     description: str = Field(description="What it sweeps, and what it costs.")
+
+
+class PluginPublic(_Public):
+    kind: Literal["model", "dataset", "trainer"] = Field(description="What a spec names it as: model or dataset.")
+    name: str = Field(description="Its name in a spec (the entry point's name).")
+    entry_point: str = Field(description="module:attribute of the code that runs.")
+    package: str = Field(description="The installed distribution that registers it.")
+    version: str = Field(description="That distribution's version (it goes into each trial's provenance).")
+    doc: str = Field(description="The first paragraph of its docstring.")
+    args_schema: dict[str, Any] | None = Field(
+        description="JSON schema of its arguments (model_args / dataset_args); null: it takes none."
+    )
+    error: str | None = Field(description="Why it cannot be imported here, when it cannot.")
+
+    @classmethod
+    def of(cls, d: PluginDescription) -> PluginPublic:
+        i = d.info
+        return cls(
+            kind=i.kind,
+            name=i.name,
+            entry_point=i.value,
+            package=i.package,
+            version=i.version,
+            doc=d.doc,
+            args_schema=d.args_schema,
+            error=d.error,
+        )
 
 
 class Problem(_Public):

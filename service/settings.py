@@ -16,7 +16,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from results import DEFAULT_URL
 from service.fanout import RunOptions
-from sweeps import DEFAULT_MAX_CELLS, DEFAULT_MAX_EPOCHS, MAX_CELLS_CEILING, MAX_EPOCHS_CEILING, SpecLimits
+from sweeps import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_MAX_CELLS,
+    DEFAULT_MAX_EPOCHS,
+    MAX_CELLS_CEILING,
+    MAX_EPOCHS_CEILING,
+    SpecLimits,
+)
 
 __all__ = ["Settings"]
 
@@ -91,6 +98,10 @@ class Settings(BaseSettings):
         if self.api_token is not None and len(self.api_token.get_secret_value()) < 16:
             raise ValueError("WDGRID_API_TOKEN must be at least 16 characters")
         return self
+
+    def data_root(self) -> Path:
+        """The data directory: ``WDGRID_DATA_DIR``, else ``~/.cache/wdgrid/data``."""
+        return self.data_dir if self.data_dir is not None else DEFAULT_DATA_DIR
 
     def spec_limits(self) -> SpecLimits:
         """The caps a submitted spec is checked against."""

@@ -41,6 +41,7 @@ class TrainingConfig:
         seed: initialization, batch order and augmentation.
         schedule: ``{"name": fixed|step|cosine|warm_restarts, ...its arguments, times in epochs}``.
         precision: ``float32``, ``float64`` or ``bfloat16`` (see ``sweeps.Precision``).
+        dataset_args, model_args: the plugins' arguments (JSON objects).
     """
 
     dataset: str
@@ -53,6 +54,8 @@ class TrainingConfig:
     seed: int = 0
     schedule: Mapping[str, Any] = field(default_factory=lambda: {"name": "cosine"})
     precision: Precision = "float32"
+    dataset_args: Mapping[str, Any] = field(default_factory=dict)
+    model_args: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -82,7 +85,8 @@ class TrainingConfig:
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON data: what the store keeps and a worker receives."""
         d = asdict(self)
-        d["schedule"] = dict(self.schedule)
+        for name in ("schedule", "dataset_args", "model_args"):
+            d[name] = dict(getattr(self, name))
         return d
 
     def cell_id(self) -> str:
@@ -152,6 +156,8 @@ def cells(spec: SweepSpec) -> tuple[Cell, ...]:
                         seed=seed,
                         schedule=schedule,
                         precision=spec.precision,
+                        dataset_args=spec.dataset_args,
+                        model_args=spec.model_args,
                     )
                     out.append(Cell(config.cell_id(), config, given))
     # Distinct λ_norm values could in principle round to one raw λ; the store keys trials on cell_id, so refuse.

@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -32,12 +33,15 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    JsonValue,
     Tag,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from sweeps._plugins import PluginError, PluginKind, check_args, check_data_paths, installed, load_plugin
 
 __all__ = [
     "DATASETS",
@@ -69,12 +73,14 @@ __all__ = [
     "normalized_weight_decay",
 ]
 
-# The registries' names. workers/data.py and workers/models.py hold the implementations; sweeps may not import them
-# (data flows sweeps -> workers), so the names a spec may use are fixed here, and a spec can never name a Python
-# path, a file or a command.
-DatasetName = Literal["mnist1d", "digits", "cifar10", "cifar100", "imagenet32"]
-ModelName = Literal["mlp", "cnn1d", "digits_cnn", "resnet20", "shake_shake_26_2x64d", "shake_shake_26_2x96d"]
+# A spec names models and data sets by their plugin (entry-point) name: wdgrid's built-ins below, or whatever an
+# installed package registers (sweeps._plugins). A spec can never name a Python path, a file outside the data
+# directory, or a command.
+DatasetName = str
+ModelName = str
 OptimizerName = Literal["sgd", "sgdw", "adam", "adamw"]
+# wdgrid's own fixed data sets and models (registered as entry points like any plugin, in pyproject.toml). They take
+# no arguments, so checking a spec that names them imports nothing.
 DATASETS: Final[tuple[DatasetName, ...]] = ("mnist1d", "digits", "cifar10", "cifar100", "imagenet32")
 MODELS: Final[tuple[ModelName, ...]] = (
     "mlp",
@@ -108,10 +114,12 @@ MAX_CELLS_CEILING: Final = 100_000
 MAX_EPOCHS_CEILING: Final = 100_000
 
 # The version of the canonical form: bump it when its layout changes, so old and new fingerprints never collide.
-# 2: the precision policy joined the training config (and with it every cell id).
-CANONICAL_VERSION: Final = 2
+# 2: the precision policy joined the training config (and with it every cell id). 3: the plugins' arguments.
+CANONICAL_VERSION: Final = 3
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# A plugin's arguments: a JSON object of at most 64 keys (the plugin's Args model, if any, says what they mean).
+PluginArgs = Annotated[dict[str, JsonValue], Field(max_length=64)]
 PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
 
 
@@ -293,13 +301,37 @@ class SweepSpec(_Frozen):
     name: Annotated[str, Field(max_length=200, description="For people; not part of the fingerprint.")] = ""
     description: Annotated[str, Field(max_length=4000, description="For people; not part of the fingerprint.")] = ""
     dataset: Annotated[
-        DatasetName,
+        str,
         Field(
-            description="mnist1d and digits are generated or bundled; cifar10, cifar100, imagenet32 load from "
-            "WDGRID_DATA_DIR."
+            max_length=100,
+            description="An installed data set plugin (GET /plugins): mnist1d and digits are generated or bundled; "
+            "cifar10, cifar100, imagenet32 and the file formats (npz, imagefolder, mnist, fashion_mnist, kmnist, svhn) "
+            "read WDGRID_DATA_DIR.",
+            json_schema_extra={"examples": list(DATASETS)},
         ),
     ]
-    model: Annotated[ModelName, Field(description="The network every cell trains from its own seed's init.")]
+    dataset_args: Annotated[
+        PluginArgs,
+        Field(
+            validate_default=True,  # a plugin with required arguments refuses {}
+            description="Arguments of the data set plugin (paths relative to WDGRID_DATA_DIR).",
+        ),
+    ] = {}
+    model: Annotated[
+        str,
+        Field(
+            max_length=100,
+            description="An installed model plugin (GET /plugins): the network every cell trains from its seed's init.",
+            json_schema_extra={"examples": list(MODELS)},
+        ),
+    ]
+    model_args: Annotated[
+        PluginArgs,
+        Field(
+            validate_default=True,
+            description="Arguments of the model plugin (checked against its Args, if it has one).",
+        ),
+    ] = {}
     epochs: Annotated[int, Field(strict=True, ge=1, description="Epochs each cell trains (T); capped by max_epochs.")]
     batch_size: Annotated[int, Field(strict=True, ge=1, description="Examples per optimizer step (b).")]
     schedule: Annotated[
@@ -330,6 +362,40 @@ class SweepSpec(_Frozen):
             min_length=1, description="One (α, λ) grid per optimizer; seeds × α × λ cells each, capped by max_cells."
         ),
     ]
+
+    @field_validator("dataset", "model")
+    @classmethod
+    def _installed(cls, name: str, info: ValidationInfo) -> str:
+        kind: PluginKind = "dataset" if info.field_name == "dataset" else "model"
+        if name not in installed(kind):
+            raise PydanticCustomError(
+                "unknown_plugin",
+                "no {kind} named '{name}' is installed; installed: {names}",
+                {"kind": kind, "name": name, "names": ", ".join(installed(kind)) or "none"},
+            )
+        return name
+
+    @field_validator("dataset_args", "model_args")
+    @classmethod
+    def _plugin_args(cls, args: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind: PluginKind = "dataset" if info.field_name == "dataset_args" else "model"
+        try:
+            canonical_json(args)  # NaN and ±inf have no JSON form: they could never be part of an id
+        except ValueError:
+            raise ValueError("must be JSON: no NaN or Infinity") from None
+        name = info.data.get(kind)
+        if name is None:  # the name itself was refused: that error says it
+            return args
+        fixed = DATASETS if kind == "dataset" else MODELS
+        if name in fixed and installed(kind)[name].package == "wdgrid":
+            if args:  # wdgrid's own take no arguments: nothing to import to know that
+                raise ValueError(f"{kind} {name!r} takes no arguments; got {', '.join(sorted(args))}")
+            return args
+        try:
+            check_args(kind, name, args)
+        except PluginError as exc:
+            raise ValueError(str(exc)) from None
+        return args
 
     @field_validator("epochs")
     @classmethod
@@ -381,7 +447,29 @@ class SweepSpec(_Frozen):
         """Raw per-step λ for a λ from the grid: itself when raw, λ_norm·√(b / (B·T)) when normalized."""
         if self.weight_decay_units == "raw":
             return given
-        return normalized_weight_decay(given, self.batch_size, N_TRAIN[self.dataset], self.normalization_epochs())
+        return normalized_weight_decay(given, self.batch_size, self.n_train(), self.normalization_epochs())
+
+    def n_train(self) -> int:
+        """B, the data set's training examples per epoch: a built-in's, or the ``N_TRAIN`` a data set plugin
+        declares. ``ValueError`` when it declares none (its size depends on its files)."""
+        if self.dataset in N_TRAIN:
+            return N_TRAIN[self.dataset]
+        declared = getattr(load_plugin("dataset", self.dataset), "N_TRAIN", None)
+        if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0:
+            return declared
+        raise ValueError(
+            f"data set {self.dataset!r} does not declare its number of training examples (N_TRAIN), which the "
+            "normalized weight decay needs: give λ in raw units"
+        )
+
+    @model_validator(mode="after")
+    def _normalizable(self) -> SweepSpec:
+        if self.weight_decay_units == "normalized":
+            try:
+                self.n_train()
+            except (ValueError, PluginError) as exc:
+                raise PydanticCustomError("not_normalizable", "weight_decay_units: {why}", {"why": str(exc)}) from None
+        return self
 
     def check_limits(self, limits: SpecLimits) -> None:
         """Raise :class:`SpecLimitError` naming the field when the spec exceeds the operator's ``limits``."""
@@ -397,6 +485,14 @@ class SweepSpec(_Frozen):
                 f"of {limits.max_cells} (WDGRID_MAX_CELLS)",
             )
 
+    def check_data_paths(self, data_dir: Path) -> None:
+        """Raise :class:`~sweeps.DataPathError` naming the argument (``field``: ``dataset_args.path``) when a path
+        argument of the data set or model leads outside ``data_dir`` through a symbolic link."""
+        if self.dataset_args:
+            check_data_paths("dataset", self.dataset, dict(self.dataset_args), data_dir)
+        if self.model_args:
+            check_data_paths("model", self.model, dict(self.model_args), data_dir)
+
     # --- Identity -------------------------------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
         """The spec as plain JSON data that identifies the grid: no name or description, axes as explicit sorted
@@ -406,6 +502,8 @@ class SweepSpec(_Frozen):
             "version": CANONICAL_VERSION,
             "dataset": self.dataset,
             "model": self.model,
+            "dataset_args": self.dataset_args,
+            "model_args": self.model_args,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "schedule": self.schedule.model_dump(mode="json"),

@@ -121,3 +121,46 @@ def fill_sweep(
         )
         store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=error, epochs_done=epochs))
     return store.get_sweep(sweep.id)
+
+
+def write_idx(folder: Path, *, n_train: int = 12, n_test: int = 6, seed: int = 0) -> Path:
+    """torchvision's MNIST-family files, unpacked, in the real idx format: ``{train,t10k}-images-idx3-ubyte``
+    (magic 2051, N, 28, 28, uint8 pixels) and ``{train,t10k}-labels-idx1-ubyte`` (magic 2049, N, uint8 labels)."""
+    import struct
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+    return folder
+
+
+def write_svhn(folder: Path, *, n_train: int = 10, n_test: int = 5, seed: int = 0) -> Path:
+    """SVHN's cropped-digit release in its real format: ``train_32x32.mat`` and ``test_32x32.mat`` (MATLAB files
+    with ``X`` 32×32×3×N uint8 and ``y`` N×1 labels 1..10, where 10 means the digit 0)."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).reshape(n, 1).astype(np.uint8)
+        savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
+    return folder
+
+
+def write_imagefolder(folder: Path, *, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 3) -> Path:
+    """torchvision's ImageFolder layout under ``train/`` and ``test/``: ``<split>/<class>/<n>.png``, 8×8 RGB PNGs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in classes:
+            (folder / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / split / name / f"{i}.png")
+    return folder

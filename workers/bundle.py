@@ -5,8 +5,8 @@ share the initialization and every batch. Every path — one cell after another,
 runs the one training loop (``workers.train.train_cells``) with the one precision policy, so a cell's numbers do not
 depend on how it was bundled or chunked beyond the float rounding of the batched arithmetic.
 
-For models whose forward pass is a pure function (``workers.models.batchable``) the K cells train as **one batched
-model**: the K copies of the weights are stacked along a leading
+For models whose forward pass is a pure function of weights and input (decided by a check, :func:`batchable`, not
+by a list of names) the K cells train as **one batched model**: the K copies of the weights are stacked along a leading
 dimension (BatchNorm statistics too, so every cell normalizes with its own), and the paper's optimizer steps all
 cells at once with per-cell α and λ tensors. The fused loss is the *sum of the per-cell mean losses*, so every cell
 gets exactly its own gradient; each cell reports the batched model's wall time. Other models (Shake-Shake draws
@@ -27,6 +27,9 @@ during the call. On the CPU a resumed bundle ends with exactly the numbers of an
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -38,7 +41,7 @@ from torch.func import functional_call, vmap
 
 from sweeps import TrainingConfig
 from workers.data import DeviceData
-from workers.models import batchable, build_model, explicitly_batched
+from workers.models import build_model
 from workers.optimizers import make_optimizer
 from workers.train import (
     CellResult,
@@ -51,7 +54,17 @@ from workers.train import (
     train_cells,
 )
 
-__all__ = ["BundleState", "ResumeMismatchError", "StackedCells", "check_bundle", "finished_cells", "train_bundle"]
+__all__ = [
+    "BundleState",
+    "ResumeMismatchError",
+    "StackedCells",
+    "batchable",
+    "check_bundle",
+    "finished_cells",
+    "train_bundle",
+]
+
+log = logging.getLogger(__name__)
 
 PER_CELL = frozenset({"lr", "weight_decay"})
 
@@ -88,7 +101,8 @@ class StackedCells(Cells):
     ):
         cfg, self.k = configs[0], len(configs)
         torch.manual_seed(cfg.seed)  # one initialization (the shared seed), stacked K times
-        self.model = build_model(cfg.model, data.input_shape, data.n_classes).to(device=device, dtype=policy.dtype)
+        self.model = build_model(cfg.model, data.input_shape, data.n_classes, **cfg.model_args)
+        self.model = self.model.to(device=device, dtype=policy.dtype)
         self.params = _stack(dict(self.model.named_parameters()), self.k, grad=True)
         self.buffers = _stack(dict(self.model.named_buffers()), self.k, grad=False)
         lrs = torch.tensor([c.lr for c in configs], dtype=policy.dtype, device=device)
@@ -110,6 +124,48 @@ class StackedCells(Cells):
             t.copy_(state["params"][name])
         for name, t in self.buffers.items():
             t.copy_(state["buffers"][name])
+
+
+def batchable(config: TrainingConfig, data: DeviceData) -> str:
+    """How K cells of ``config``'s model can train as one: ``explicit`` (the model has its own ``batched_forward``),
+    ``vmap`` (its forward pass is a pure function of weights and input: ``torch.func.vmap`` over stacked weights
+    gives each cell's own output), or ``no`` (it draws random numbers in its forward pass, like Shake-Shake or
+    dropout, or vmap cannot run it). Decided by a check on a tiny batch (a copy of the model, in training mode, two
+    forward passes compared, then K = 2 stacked copies against the model itself), cached per model, arguments and
+    input shape."""
+    key = json.dumps([config.model, dict(config.model_args), list(data.input_shape), data.n_classes], sort_keys=True)
+    if key not in _BATCHABLE:
+        _BATCHABLE[key] = _check_batchable(config.model, dict(config.model_args), data)
+    return _BATCHABLE[key]
+
+
+_BATCHABLE: dict[str, str] = {}  # per worker process: the check builds the model once
+
+
+def _check_batchable(name: str, args: dict[str, Any], data: DeviceData) -> str:
+    rng = torch.get_rng_state()  # the check must not move the training's RNG
+    try:
+        torch.manual_seed(0)
+        model = build_model(name, data.input_shape, data.n_classes, **args)
+        if getattr(model, "batched_forward", None) is not None:
+            return "explicit"
+        idx = torch.arange(min(4, data.n_train), device=data.device)
+        x = data.train_batch(idx, torch.Generator().manual_seed(0), torch.float32)[0].cpu()
+        model = copy.deepcopy(model).train()
+        with torch.no_grad():
+            first, again = model(x), model(x)
+            if not torch.equal(first, again):
+                return "no"
+            params = _stack(dict(model.named_parameters()), 2, grad=False)
+            buffers = _stack(dict(model.named_buffers()), 2, grad=False)
+            both = _forward_fn(model)(params, buffers, x)
+        same = all(torch.allclose(both[i], first, rtol=1e-4, atol=1e-5) for i in range(2))
+        return "vmap" if same else "no"
+    except Exception as exc:  # vmap cannot trace every module: then it is not batchable, and that is all
+        log.info("model %r cannot be vmapped (%s: %s)", name, type(exc).__name__, exc)
+        return "no"
+    finally:
+        torch.set_rng_state(rng)
 
 
 def train_bundle(
@@ -142,13 +198,15 @@ def train_bundle(
     where = resolve_device(device)
     data = data if data is not None else load_data(cfgs[0], where, data_dir)
     policy = PrecisionPolicy.of(cfgs[0].precision)
-    can_batch = batchable(cfgs[0].model)
-    if batched and not can_batch:
+    kind = batchable(cfgs[0], data) if len(cfgs) > 1 or batched else "no"
+    if batched and kind == "no":
         raise ValueError(f"model {cfgs[0].model!r} cannot be batched: train its cells one after another")
     if batched is None:
         # Measured (bench/train_throughput.py): on the CPU, vmap over resnet20's convolutions runs at half the speed
         # of one cell at a time; only models with an explicit batched forward gain there. On a GPU, batching pays.
-        batched = can_batch and (explicitly_batched(cfgs[0].model) or where.type == "cuda")
+        batched = kind == "explicit" or (kind == "vmap" and where.type == "cuda")
+        if kind == "no" and len(cfgs) > 1:
+            log.info("model %r is not a pure function of weights and input: one cell at a time", cfgs[0].model)
     batched = batched and len(cfgs) > 1
     # Measured on CPU (bench/train_throughput.py): throughput per cell peaks around K = 8..16 and falls beyond, as the
     # activations of more cells leave the caches; larger bundles train in chunks of CPU_CHUNK on the shared data.

@@ -28,11 +28,14 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import torch
 from torch import Tensor
+
+import sweeps
+from sweeps import load_plugin
 
 __all__ = ["DATASETS", "DEFAULT_DATA_DIR", "DataNotFoundError", "DeviceData", "load_dataset"]
 
@@ -43,8 +46,8 @@ class DataNotFoundError(FileNotFoundError):
     """A data set's files are not where wdgrid looks; the message names the path and how to get them."""
 
 
-DEFAULT_DATA_DIR: Path = Path.home() / ".cache" / "wdgrid" / "data"
-"""Where data sets live when no data directory is given."""
+DEFAULT_DATA_DIR: Path = sweeps.DEFAULT_DATA_DIR
+"""Where data sets live when no data directory is given (tests point it elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,8 @@ def _as_data(
     )
 
 
-def load_mnist1d(root: Path, download: bool = False) -> DeviceData:
+def load_mnist1d(root: Path) -> DeviceData:
+    """MNIST-1D (Greydanus 2020), generated in memory from its templates and cached as ``mnist1d.npz``."""
     path = root / "mnist1d.npz"
     if not path.exists():
         from mnist1d.data import get_dataset_args, make_dataset
@@ -182,7 +186,8 @@ def load_mnist1d(root: Path, download: bool = False) -> DeviceData:
         return _as_data("mnist1d", f["x"], f["y"], f["x_test"], f["y_test"], 10, images=False)
 
 
-def load_digits_data(root: Path, download: bool = False) -> DeviceData:
+def load_digits_data(root: Path) -> DeviceData:
+    """scikit-learn's bundled 8×8 digits, a stratified 80/20 split (seed 0)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -221,7 +226,8 @@ def _cifar(name: str, root: Path, download: bool) -> DeviceData:
     return _as_data(name, to_nchw(train.data), train.targets, to_nchw(test.data), test.targets, n_classes, images=True)
 
 
-def load_imagenet32(root: Path, download: bool = False) -> DeviceData:
+def load_imagenet32(root: Path) -> DeviceData:
+    """ImageNet 32×32 (Chrabaszcz et al. 2017), the pickle release, from ``<data dir>/imagenet32``."""
     folder = root / "imagenet32"
     files = [folder / f"train_data_batch_{i}" for i in range(1, 11)] + [folder / "val_data"]
     missing = [f.name for f in files if not f.is_file()]
@@ -244,21 +250,56 @@ def load_imagenet32(root: Path, download: bool = False) -> DeviceData:
     return _as_data("imagenet32", x, y, x_test, y_test, 1000, images=True)
 
 
-DATASETS: Final[dict[str, Callable[[Path, bool], DeviceData]]] = {
+def load_cifar10(root: Path) -> DeviceData:
+    """CIFAR-10 from ``<data dir>/cifar-10-batches-py`` (the python release, unpacked)."""
+    return _cifar("cifar10", root, download=False)
+
+
+def load_cifar100(root: Path) -> DeviceData:
+    """CIFAR-100 from ``<data dir>/cifar-100-python`` (the python release, unpacked)."""
+    return _cifar("cifar100", root, download=False)
+
+
+# wdgrid's own fixed data sets; pyproject.toml registers them as ``wdgrid.datasets`` entry points, like any plugin.
+DATASETS: Final[dict[str, Callable[[Path], DeviceData]]] = {
     "mnist1d": load_mnist1d,
     "digits": load_digits_data,
-    "cifar10": lambda root, download: _cifar("cifar10", root, download),
-    "cifar100": lambda root, download: _cifar("cifar100", root, download),
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
     "imagenet32": load_imagenet32,
 }
 
+Arrays = tuple[Any, Any, Any, Any]
+"""What a data set plugin may return instead of :class:`DeviceData`: ``(x_train, y_train, x_test, y_test)`` as numpy
+arrays or tensors. Integer labels from 0; uint8 inputs of shape N×C×H×W are images (normalized per channel and
+augmented with random crop and flip, like CIFAR), anything else float features."""
 
-def load_dataset(name: str, root: Path | None = None, *, download: bool = False) -> DeviceData:
-    """Load a registered data set into CPU tensors (``.to(device)`` moves it whole).
 
-    Raises ``ValueError`` naming ``dataset`` for an unknown name and :class:`DataNotFoundError` naming the path when
-    its files are missing. ``download=True`` lets the CIFAR loaders fetch the archive (needs a network).
+def as_device_data(name: str, loaded: DeviceData | Arrays) -> DeviceData:
+    """A plugin's return value as :class:`DeviceData` (CPU tensors); ``ValueError`` naming the plugin when it is
+    neither that nor four arrays with matching lengths."""
+    if isinstance(loaded, DeviceData):
+        return loaded
+    if not (isinstance(loaded, tuple | list) and len(loaded) == 4):
+        raise ValueError(f"data set {name!r} returned {type(loaded).__name__}: expected DeviceData or 4 arrays")
+    x, y, x_test, y_test = (np.asarray(a.cpu() if isinstance(a, Tensor) else a) for a in loaded)
+    if len(x) != len(y) or len(x_test) != len(y_test) or len(x) == 0 or len(x_test) == 0:
+        raise ValueError(f"data set {name!r}: train {len(x)}/{len(y)} and test {len(x_test)}/{len(y_test)} examples")
+    if not (np.issubdtype(y.dtype, np.integer) and np.issubdtype(y_test.dtype, np.integer)):
+        raise ValueError(f"data set {name!r}: labels must be integers")
+    if y.min() < 0 or y_test.min() < 0:
+        raise ValueError(f"data set {name!r}: labels must be >= 0")
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    images = x.dtype == np.uint8 and x.ndim == 4
+    return _as_data(name, x, y.astype(np.int64), x_test, y_test.astype(np.int64), n_classes, images=images)
+
+
+def load_dataset(name: str, root: Path | None = None, **args: Any) -> DeviceData:
+    """Load an installed data set plugin (a built-in or a package's ``wdgrid.datasets`` entry point) with its
+    arguments, into CPU tensors (``.to(device)`` moves it whole).
+
+    Raises ``sweeps.PluginError`` naming the plugin when it is not installed (on this worker) and
+    :class:`DataNotFoundError` naming the path when its files are missing.
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
-    return DATASETS[name](root or DEFAULT_DATA_DIR, download)
+    loader = load_plugin("dataset", name)
+    return as_device_data(name, loader(root or DEFAULT_DATA_DIR, **args))

@@ -22,12 +22,14 @@ which is exactly what couples α and λ under L2. ``cnn1d`` is that network.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MODELS", "batchable", "build_model", "count_parameters", "explicitly_batched"]
+from sweeps import load_plugin
+
+__all__ = ["MODELS", "build_model", "count_parameters"]
 
 Shape = tuple[int, ...]
 
@@ -39,6 +41,7 @@ def count_parameters(model: nn.Module) -> int:
 
 # --- MNIST-1D and digits ---------------------------------------------------------------------------------------
 def mlp(input_shape: Shape, n_classes: int) -> nn.Module:
+    """Two hidden layers of 256 units with ReLU, on flattened inputs (MNIST-1D, digits)."""
     n_in = 1
     for d in input_shape:
         n_in *= d
@@ -103,12 +106,14 @@ class CNN1d(nn.Module):
 
 
 def cnn1d(input_shape: Shape, n_classes: int) -> nn.Module:
+    """Three Conv1d(k=5) + BatchNorm layers of 16 channels and a linear head (MNIST-1D); explicitly batched."""
     if len(input_shape) != 1:
         raise ValueError(f"cnn1d needs 1-D examples (like MNIST-1D), got shape {input_shape}")
     return CNN1d(input_shape[0], n_classes)
 
 
 def digits_cnn(input_shape: Shape, n_classes: int) -> nn.Module:
+    """Two 3×3 conv + BatchNorm layers (16, 32 channels) and a linear head (8×8 digits)."""
     if len(input_shape) != 3:
         raise ValueError(f"digits_cnn needs C×H×W images, got shape {input_shape}")
     c, h, w = input_shape
@@ -165,6 +170,7 @@ class ResNet20(nn.Module):
 
 
 def resnet20(input_shape: Shape, n_classes: int) -> nn.Module:
+    """He et al. (2016) CIFAR ResNet-20: 3 stages × 3 basic blocks, 16/32/64 channels (0.27M parameters)."""
     return ResNet20(input_shape[0], n_classes)
 
 
@@ -248,13 +254,16 @@ class ShakeShake(nn.Module):
 
 
 def shake_shake_26_2x64d(input_shape: Shape, n_classes: int) -> nn.Module:
+    """Gastaldi (2017) Shake-Shake, depth 26, widths 64/128/256 (11.65M parameters): the paper's network."""
     return ShakeShake(input_shape[0], n_classes, width=64)
 
 
 def shake_shake_26_2x96d(input_shape: Shape, n_classes: int) -> nn.Module:
+    """Shake-Shake, depth 26, widths 96/192/384 (26.2M parameters)."""
     return ShakeShake(input_shape[0], n_classes, width=96)
 
 
+# wdgrid's own models; pyproject.toml registers them as ``wdgrid.models`` entry points, like any plugin.
 MODELS: Final[dict[str, Callable[[Shape, int], nn.Module]]] = {
     "mlp": mlp,
     "cnn1d": cnn1d,
@@ -264,28 +273,11 @@ MODELS: Final[dict[str, Callable[[Shape, int], nn.Module]]] = {
     "shake_shake_26_2x96d": shake_shake_26_2x96d,
 }
 
-# Models whose forward pass is a pure function of parameters, buffers and input, so that a bundle can train many
-# cells as one batched model under torch.func.vmap. Shake-Shake draws random numbers per image inside forward and
-# is trained one cell after another instead.
-_BATCHABLE: Final[frozenset[str]] = frozenset({"mlp", "cnn1d", "digits_cnn", "resnet20"})
 
-
-# Models with an explicit ``batched_forward`` (every layer one bmm over the cells), the fast path on a CPU.
-_EXPLICIT: Final[frozenset[str]] = frozenset({"cnn1d"})
-
-
-def explicitly_batched(name: str) -> bool:
-    """Whether ``name`` has a hand-written ``batched_forward`` for K stacked cells."""
-    return name in _EXPLICIT
-
-
-def batchable(name: str) -> bool:
-    """Whether ``name`` can be trained as one vmapped model over stacked per-cell weights."""
-    return name in _BATCHABLE
-
-
-def build_model(name: str, input_shape: Shape, n_classes: int) -> nn.Module:
-    """Build a registered model; raises ``ValueError`` naming ``model`` for an unknown name."""
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {name!r}")
-    return MODELS[name](tuple(input_shape), n_classes)
+def build_model(name: str, input_shape: Shape, n_classes: int, **args: Any) -> nn.Module:
+    """Build an installed model plugin (a built-in or a package's ``wdgrid.models`` entry point) with its arguments;
+    ``sweeps.PluginError`` naming it when it is not installed (on this worker)."""
+    model = load_plugin("model", name)(tuple(input_shape), n_classes, **args)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

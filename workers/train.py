@@ -107,7 +107,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def load_data(config: TrainingConfig, device: torch.device, data_dir: str | Path | None = None) -> DeviceData:
     """The config's data set, whole on ``device``; ``data_dir`` None: ``workers.data.DEFAULT_DATA_DIR``."""
-    return load_dataset(config.dataset, Path(data_dir) if data_dir else None).to(device)
+    return load_dataset(config.dataset, Path(data_dir) if data_dir else None, **config.dataset_args).to(device)
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -209,7 +209,8 @@ class OneCell(Cells):
     def __init__(self, config: TrainingConfig, data: DeviceData, device: torch.device, policy: PrecisionPolicy):
         self.k = 1
         torch.manual_seed(config.seed)  # initialization
-        self.model = build_model(config.model, data.input_shape, data.n_classes).to(device=device, dtype=policy.dtype)
+        self.model = build_model(config.model, data.input_shape, data.n_classes, **config.model_args)
+        self.model = self.model.to(device=device, dtype=policy.dtype)
         self.optimizer = make_optimizer(
             config.optimizer, self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any, Final
 import torch
 from ray import tune
 
+from sweeps import PluginKind, installed
 from workers.bundle import BundleState, ResumeMismatchError, train_bundle
 from workers.train import EpochMetrics
 
@@ -75,6 +77,17 @@ def provenance() -> dict[str, Any]:
         except PackageNotFoundError:
             continue
     return {"git_sha": sha or None, "package_versions": versions}
+
+
+def plugin_packages(config: Mapping[str, Any]) -> dict[str, str]:
+    """The packages (name → version) that installed the cell's model and data set plugins on this worker."""
+    out = {}
+    kinds: tuple[PluginKind, ...] = ("model", "dataset")
+    for kind in kinds:
+        info = installed(kind).get(str(config.get(kind)))
+        if info is not None:
+            out[info.package] = info.version
+    return out
 
 
 def _where() -> dict[str, Any]:
@@ -143,7 +156,9 @@ def train_chunk(config: dict[str, Any]) -> None:
                 )
         out = {"epochs": list(epochs), "finished": finished, "where": where}
         if finished:
-            out["provenance"] = provenance()
+            base = provenance()
+            versions = base["package_versions"] | plugin_packages(configs[0])
+            out["provenance"] = base | {"package_versions": versions}
         epochs.clear()
         return out
 

@@ -100,13 +100,16 @@ def run_command(
     from results import SqlStorage, SweepBusyError
     from results.export import write_all
     from service.fanout import ClusterError, run_sweep
-    from sweeps import SpecLimitError, expand
+    from sweeps import DataPathError, SpecLimitError, expand
 
     settings = settings_or_fail()
     spec = _load_spec(spec_file, preset)
     try:
         spec.check_limits(settings.spec_limits())
+        spec.check_data_paths(settings.data_root())
     except SpecLimitError as exc:
+        raise fail(f"invalid spec {spec_file or preset}: {exc.field}: {exc}") from None
+    except DataPathError as exc:
         raise fail(f"invalid spec {spec_file or preset}: {exc.field}: {exc}") from None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     base = settings.run_options()
@@ -166,6 +169,28 @@ def run_command(
         print("run the same command again to resume it: finished cells are kept, the rest are re-queued")
     if summary.status != "completed":
         raise typer.Exit(1)
+
+
+@app.command()
+def plugins() -> None:
+    """The models and data sets installed here that a spec may name, with their packages and arguments."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sweeps import PluginKind, describe
+
+    table = Table(title="installed plugins (name them in a spec's model / dataset)")
+    for column in ("kind", "name", "package", "arguments"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("what it is")
+    kinds: tuple[PluginKind, ...] = ("model", "dataset")
+    for kind in kinds:
+        for d in describe(kind):
+            schema = d.args_schema or {}
+            args = ", ".join(schema.get("properties", {})) or "-"
+            what = d.error or d.doc
+            table.add_row(kind, d.info.name, f"{d.info.package} {d.info.version}", args, what or "-")
+    Console().print(table)
 
 
 @app.command(hidden=True)

@@ -261,3 +261,50 @@ def test_the_cli_client_talks_to_the_server(server: Server, tmp_path: Path):
         result = cli(server, *args, **kwargs)
         assert result.returncode != 0, args
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def test_plugins_are_listed_checked_at_submission_and_trained_by_ray_workers(
+    server: Server, wdgrid_data_dir: Path, tmp_path: Path
+):
+    with server.client() as c:
+        plugins = {(p["kind"], p["name"]): p for p in c.get("/plugins").json()}
+        convnet = plugins[("model", "small_convnet")]
+        assert convnet["package"] == "wdgrid-examples" and convnet["entry_point"].startswith("wdgrid_examples.")
+        assert set(convnet["args_schema"]["properties"]) == {"width", "dropout"} and convnet["error"] is None
+        assert plugins[("dataset", "npz")]["args_schema"]["required"] == ["path"]
+        assert plugins[("model", "mlp")]["package"] == "wdgrid" and plugins[("model", "mlp")]["args_schema"] is None
+
+        bad = c.post("/sweeps", json={"preset": "smoke", "model": "small_convnet", "model_args": {"width": "x"}})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "model_args", "width"]
+        unknown = c.post("/sweeps", json=spec_data(model="vgg16"))
+        detail = unknown.json()["detail"][0]
+        assert unknown.status_code == 422 and detail["loc"] == ["body", "model"] and "small_convnet" in detail["msg"]
+        (tmp_path / "x.npz").write_bytes(b"")
+        os.symlink(tmp_path, wdgrid_data_dir / "escape")  # inside the data directory, pointing out of it
+        escape = c.post("/sweeps", json=spec_data(dataset="npz", dataset_args={"path": "escape/x.npz"}))
+        assert escape.status_code == 422 and escape.json()["detail"][0]["loc"] == ["body", "dataset_args", "path"]
+        assert "outside the data directory" in escape.json()["detail"][0]["msg"]
+
+        spec = spec_data(
+            name="plugin sweep",
+            dataset="digits",
+            model="small_convnet",
+            model_args={"width": 4},
+            epochs=1,
+            seeds=[0],
+            grids=[{"optimizer": "adamw", "lr": [1e-3, 3e-3], "weight_decay": [1e-3]}],
+        )
+        created = c.post("/sweeps", json=spec)
+        assert created.status_code == 201, created.text
+        sweep_id = created.json()["id"]
+        done = wait_for(
+            lambda: (s := c.get(f"/sweeps/{sweep_id}").json())["status"] in ("completed", "failed") and s,
+            240,
+            "the plugin sweep",
+        )
+        assert done["status"] == "completed" and done["counts"]["completed"] == 2
+    with SqlStorage(server.db, migrate=False) as store:
+        trial = store.trials(sweep_id)[0][0]
+        assert trial.config["model_args"] == {"width": 4}
+        versions = trial.provenance.package_versions or {}
+        assert "wdgrid-examples" in versions and "wdgrid" in versions  # the plugin's package is in the provenance

@@ -207,9 +207,9 @@ def test_fingerprint_and_cell_ids_are_stable_across_processes():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"}
     ).stdout.split()
     assert out == [spec.fingerprint(), *[c.cell_id for c in cells(spec)]]
-    # A golden value: a change here changes every stored sweep's identity, so it must be deliberate (version 2:
-    # the precision policy joined the canonical form and every cell's training config).
-    assert spec.fingerprint() == "25944e9c0dd19a46ec46bcac1577134afd07b4388fb9f8f886dd1bb0dc9d9be6"
+    # A golden value: a change here changes every stored sweep's identity, so it must be deliberate (version 3:
+    # the precision policy and the plugins' arguments joined the canonical form and every cell's training config).
+    assert spec.fingerprint() == "614afc053329a54d63ffe7db838b879c8c383385c4628da7dfa623e7de8dc9ee"
 
 
 @settings(max_examples=30, deadline=None)
@@ -297,6 +297,8 @@ def test_training_config_is_the_flat_dict_the_worker_takes():
         "batch_size": 128,
         "seed": 0,
         "precision": "float32",
+        "dataset_args": {},
+        "model_args": {},
     }
     assert TrainingConfig.from_dict(cell.config.as_dict()) == cell.config
     assert cell.cell_id == cell.config.cell_id()  # where it trains (device, data directory) is not in the config

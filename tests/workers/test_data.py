@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sweeps import PluginError
 from tests.factories import write_cifar, write_imagenet32
 from workers.data import DataNotFoundError, load_dataset, random_crop_flip
 
@@ -78,9 +79,10 @@ def test_missing_data_is_a_clear_error_naming_the_path(tmp_path, name):
         load_dataset(name, tmp_path)
 
 
-def test_unknown_dataset_is_a_value_error_naming_the_field():
-    with pytest.raises(ValueError, match=r"^dataset "):
-        load_dataset("mnist")
+def test_an_unknown_dataset_is_an_error_naming_the_field_and_what_is_installed():
+    with pytest.raises(PluginError, match=r"no dataset named 'imagenet64' is installed; installed: cifar10, ") as e:
+        load_dataset("imagenet64")
+    assert e.value.field == "dataset"
 
 
 def test_random_crop_flip_takes_windows_of_the_padded_image():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.models import MODELS, batchable, build_model, count_parameters, explicitly_batched, shake
+from sweeps import PluginError
+from workers.models import MODELS, build_model, count_parameters, shake
 
 SHAPES = {
     "mlp": (40,),
@@ -82,17 +83,7 @@ def test_shake_shake_eval_is_deterministic_and_training_is_not():
     assert not torch.equal(model(x), model(x))
 
 
-def test_unknown_model_is_a_value_error_naming_the_field():
-    with pytest.raises(ValueError, match=r"^model "):
+def test_an_unknown_model_is_an_error_naming_the_field_and_what_is_installed():
+    with pytest.raises(PluginError, match=r"no model named 'vgg16' is installed; installed: cnn1d, ") as caught:
         build_model("vgg16", (3, 32, 32), 10)
-
-
-def test_shake_shake_is_not_batchable_but_the_deterministic_models_are():
-    assert not batchable("shake_shake_26_2x64d")
-    assert batchable("cnn1d") and batchable("resnet20")
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_explicitly_batched_models_are_those_with_a_batched_forward(name):
-    model = build_model(name, SHAPES[name], 10)
-    assert explicitly_batched(name) == hasattr(model, "batched_forward")
+    assert caught.value.field == "model"
