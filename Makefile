@@ -13,10 +13,12 @@ install: $(STAMP)
 # Re-install only when the project's dependency files change.
 $(STAMP): pyproject.toml constraints.txt examples/wdgrid-examples/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "wdgrid needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { \
+		echo "wdgrid: first install into $(VENV): about 6.6 GB (PyTorch with its CUDA libraries, Ray), 3-5 minutes on 2 cores."; \
+		$(PYTHON) -m venv $(VENV); }
 	@# A stale wdgrid.egg-info beside the code would hide the entry points (plugins) of the fresh install.
 	@rm -rf wdgrid.egg-info
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[dev]'
 	@# The example plugin package (README, "Your own model"): the tests sweep its model and data set.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e examples/wdgrid-examples
 	@touch $(STAMP)
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt examples/wdgrid-examples/pyproject.toml
 run: install
 	$(BIN)/wdgrid serve
 
-# One small training run per optimizer on MNIST-1D, printed as a table (~10 s): a check that training works here.
+# One small training run per optimizer on MNIST-1D, printed as a table (~11 s on 2 cores): training works here.
 demo: install
 	$(BIN)/wdgrid demo
 

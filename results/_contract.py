@@ -89,7 +89,8 @@ class Storage(ABC):
     def reuse_finished(self, sweep_id: int) -> dict[int, int]:
         """Fill the sweep's pending trials from finished trials of earlier sweeps with the same fingerprint, in one
         transaction: the earliest finished trial of each cell lends its status, final metrics, provenance and its
-        last attempt's epochs, stored as this trial's attempt 1. Returns {source sweep id: cells reused}."""
+        last attempt's epochs, stored as this trial's attempt 1; the sweep's ``reused_from`` records where they came
+        from. Returns {source sweep id: cells reused}."""
 
     @abstractmethod
     def set_sweep_status(self, sweep_id: int, status: SweepStatus, *, error: str | None = None) -> SweepRecord:

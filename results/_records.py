@@ -125,6 +125,12 @@ class SweepRecord:
     error: str | None
     driver: str | None = None
     driver_lease_expires_at: datetime | None = None
+    reused_from: dict[int, int] | None = None
+    """Earlier sweeps (id → cells) whose finished cells this sweep reused instead of training them; None: none."""
+
+    @property
+    def reused_cells(self) -> int:
+        return sum((self.reused_from or {}).values())
 
 
 @dataclass(frozen=True)

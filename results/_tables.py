@@ -40,6 +40,8 @@ class SweepRow(Base):
     # The process that runs the sweep ("host:pid:start") and until when its lease holds (renewed while it runs).
     driver: Mapped[str | None] = mapped_column(String(200))
     driver_lease_expires_at: Mapped[datetime | None]
+    # Earlier sweeps that lent this one finished cells: {"<sweep id>": cells} (Storage.reuse_finished).
+    reused_from: Mapped[dict[str, Any] | None]
 
 
 class TrialRow(Base):

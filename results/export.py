@@ -70,20 +70,17 @@ def epochs_csv(store: Storage, sweep_id: int) -> str:
 
 
 def heatmap_png_bytes(store: Storage, sweep: SweepRecord, optimizer: str | None = None) -> bytes:
-    """Figure-2 heatmaps as PNG: one optimizer's, or (None) each L2 optimizer beside its decoupled twin when both
-    ran, else the first optimizer's."""
-    from results.figures import heatmap_png, twins_png  # matplotlib: only when a picture is asked for
+    """Figure-2 heatmaps as PNG: one optimizer's, or (None) every optimizer of the sweep on one colour scale, each L2
+    optimizer beside its decoupled twin where both ran (:func:`results.figures.optimizers_png`)."""
+    from results.figures import heatmap_png, optimizers_png  # matplotlib: only when a picture is asked for
 
-    names = optimizers(sweep)
-    if optimizer is not None:
-        _check_optimizer(sweep, optimizer)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "heatmap.png"
-        if optimizer is None and any(a in names and b in names for a, b in TWINS.items()):
-            twins_png({o: cell_stats(store, sweep.id, o) for o in names}, path)
+        if optimizer is None:
+            optimizers_png({o: cell_stats(store, sweep.id, o) for o in optimizers(sweep)}, path)
         else:
-            name = optimizer or names[0]
-            heatmap_png(cell_stats(store, sweep.id, name), path, title=name)
+            _check_optimizer(sweep, optimizer)
+            heatmap_png(cell_stats(store, sweep.id, optimizer), path, title=optimizer)
         return path.read_bytes()
 
 

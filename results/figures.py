@@ -7,9 +7,11 @@ store's facts like the CSV is.
 
 How a heatmap reads: α (``lr``) up the rows, λ (``weight_decay``) across the columns, one square per grid value,
 ticks labelled with the values (``2^k`` where the value is a power of 2). Colour is the mean final test error over
-seeds, clipped to [best, best + ``clip``] (``clip`` = :data:`DEFAULT_CLIP` points unless given) so that the good
-region stays readable next to 90 % cells; the ``top_k`` best cells are circled (the paper's black circles), diverged
-cells are grey and hatched ``///``, partly diverged cells (some seeds diverged) hatched ``..`` over their colour.
+seeds, from the best cell to the worst, clipped at best + ``clip`` (``clip`` = :data:`DEFAULT_CLIP` points unless
+given) so that the good region stays readable next to 90 % cells while a grid whose cells all lie within a few
+points still spans the whole scale; the best cells are circled (the paper's black circles: about one cell in eight,
+1 to 10, unless ``top_k`` says), diverged cells are grey and hatched ``///``, partly diverged cells (some seeds
+diverged) hatched ``..`` over their colour.
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ from matplotlib.patches import Rectangle
 
 from results.separability import TWINS
 
-__all__ = ["DEFAULT_CLIP", "DPI", "draw_heatmap", "heatmap_png", "learning_curves_png", "twins_png"]
+__all__ = [
+    "DEFAULT_CLIP",
+    "DPI",
+    "circled",
+    "colour_scale",
+    "draw_heatmap",
+    "heatmap_png",
+    "learning_curves_png",
+    "optimizers_png",
+    "twins_png",
+]
 
 DEFAULT_CLIP: Final = 10.0  # colour scale: best error .. best + 10 percentage points
 DPI: Final = 100  # a PNG is (figure width × DPI) × (figure height × DPI) pixels
@@ -47,8 +59,14 @@ def _best(stats: pd.DataFrame) -> float:
     return float(ok.min()) if len(ok) else math.nan
 
 
+def circled(n_cells: int) -> int:
+    """How many best cells a heatmap circles: about one in eight, at least 1 and at most 10 (the paper circles its
+    best 10 of 80-odd; 10 of a 16-cell grid would circle most of it)."""
+    return max(1, min(10, round(n_cells / 8)))
+
+
 def draw_heatmap(
-    ax: Axes, stats: pd.DataFrame, *, norm: Normalize, title: str = "", top_k: int = 10
+    ax: Axes, stats: pd.DataFrame, *, norm: Normalize, title: str = "", top_k: int | None = None
 ) -> tuple[list[float], list[float]]:
     """Draw one optimizer's grid (:func:`results.grids.cell_stats`) on ``ax`` as the module docstring says, coloured
     through ``norm`` (errors in percent). Returns the (α, λ) values of the rows and columns."""
@@ -75,7 +93,8 @@ def draw_heatmap(
                 )
             )
     ax.imshow(np.clip(grid, norm.vmin, norm.vmax), origin="lower", cmap=_CMAP, norm=norm, aspect="equal")
-    ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable").head(top_k)
+    k = circled(len(stats)) if top_k is None else top_k
+    ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable").head(k)
     ax.scatter(
         [col[w] for w in ok["weight_decay"]],
         [row[a] for a in ok["lr"]],
@@ -100,19 +119,23 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _norm(stats: Sequence[pd.DataFrame], clip: float) -> Normalize:
-    bests = [b for b in (_best(s) for s in stats) if math.isfinite(b)]
-    low = min(bests) if bests else 0.0
-    return Normalize(vmin=low, vmax=low + clip)
+def colour_scale(stats: Sequence[pd.DataFrame], clip: float = DEFAULT_CLIP) -> Normalize:
+    """The colour scale of panels drawn together: from the lowest mean error to the highest, but at most ``clip``
+    points above the lowest (errors in percent)."""
+    means = [float(v) for s in stats for v in s.loc[s["state"] == "ok", "mean"] if math.isfinite(v)]
+    if not means:
+        return Normalize(vmin=0.0, vmax=clip)
+    low, high = min(means), max(means)
+    return Normalize(vmin=low, vmax=min(low + clip, high) if high > low else low + 1e-9)
 
 
 def heatmap_png(
-    stats: pd.DataFrame, path: Path, *, title: str = "", clip: float = DEFAULT_CLIP, top_k: int = 10
+    stats: pd.DataFrame, path: Path, *, title: str = "", clip: float = DEFAULT_CLIP, top_k: int | None = None
 ) -> Path:
     """One optimizer's heatmap with its colour bar, 600×500 pixels."""
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
-    norm = _norm([stats], clip)
+    norm = colour_scale([stats], clip)
     draw_heatmap(ax, stats, norm=norm, title=title, top_k=top_k)
     fig.colorbar(ax.images[0], ax=ax, extend="max", label="test error (%)")
     fig.tight_layout()
@@ -120,7 +143,11 @@ def heatmap_png(
 
 
 def twins_png(
-    stats_by_optimizer: Mapping[str, pd.DataFrame], path: Path, *, clip: float = DEFAULT_CLIP, top_k: int = 10
+    stats_by_optimizer: Mapping[str, pd.DataFrame],
+    path: Path,
+    *,
+    clip: float = DEFAULT_CLIP,
+    top_k: int | None = None,
 ) -> Path:
     """Each L2 optimizer (sgd, adam) beside its decoupled twin (sgdw, adamw), one pair per row, all panels on one
     colour scale (the lowest best error .. + ``clip`` points): 1100 × 500 pixels per pair. Optimizers without
@@ -130,11 +157,40 @@ def twins_png(
         raise ValueError(f"no L2 optimizer with its twin among {sorted(stats_by_optimizer)}; pairs: {TWINS}")
     fig = Figure(figsize=(11, 5 * len(pairs)))
     axes = fig.subplots(len(pairs), 2, squeeze=False)
-    norm = _norm([stats_by_optimizer[o] for pair in pairs for o in pair], clip)
+    norm = colour_scale([stats_by_optimizer[o] for pair in pairs for o in pair], clip)
     for (l2, dw), row in zip(pairs, axes, strict=True):
         draw_heatmap(row[0], stats_by_optimizer[l2], norm=norm, title=f"{l2} (L2)", top_k=top_k)
         draw_heatmap(row[1], stats_by_optimizer[dw], norm=norm, title=f"{dw} (decoupled)", top_k=top_k)
     fig.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), extend="max", label="test error (%)")
+    return _save(fig, path)
+
+
+def optimizers_png(
+    stats_by_optimizer: Mapping[str, pd.DataFrame],
+    path: Path,
+    *,
+    clip: float = DEFAULT_CLIP,
+    top_k: int | None = None,
+) -> Path:
+    """Every optimizer of a sweep on one colour scale, two panels a row (550 × 500 pixels each): each L2 optimizer
+    beside its decoupled twin where both ran, then the others. What ``heatmap.png`` serves by default: no optimizer
+    of the sweep is left out."""
+    if not stats_by_optimizer:
+        raise ValueError("no optimizer to draw")
+    names = list(stats_by_optimizer)
+    ordered = [o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)]
+    ordered += [o for o in names if o not in ordered]
+    rows, cols = (len(ordered) + 1) // 2, min(2, len(ordered))
+    fig = Figure(figsize=(5.5 * cols, 5 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    norm = colour_scale([stats_by_optimizer[o] for o in ordered], clip)
+    paired = {o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)}
+    for i, name in enumerate(ordered):
+        kind = (" (L2)" if name in TWINS else " (decoupled)") if name in paired else ""
+        draw_heatmap(axes.flat[i], stats_by_optimizer[name], norm=norm, title=f"{name}{kind}", top_k=top_k)
+    for ax in axes.flat[len(ordered) :]:
+        ax.set_visible(False)
+    fig.colorbar(axes.flat[0].images[0], ax=axes.ravel().tolist(), extend="max", label="test error (%)")
     return _save(fig, path)
 
 

@@ -151,6 +151,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
                 f"(a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN, here {token})"
             ) from exc
     else:
+        # An embedded Ray is this process's own, with a token Ray generates: its warning that token authentication
+        # is on asks nothing of the user, and `wdgrid run` printed it on every run.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         # "local": always a new embedded Ray. Without it ray.init would join whatever cluster `ray start` last
         # started on this machine (/tmp/ray/ray_current_cluster), even one that is long dead.
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **common)

@@ -4,20 +4,22 @@ scheduler (``service.scheduler``) starts with the app and stops with it."""
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI, Request, status
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from results import ConflictError, NotFoundError, SqlStorage, TransitionError
 from service.deps import SettingsDep, StoreDep
+from service.guard import Guard
 from service.routes import router
 from service.scheduler import Scheduler
 from service.schemas import SUBMISSION_TAGS
@@ -53,6 +55,8 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         lifespan=lifespan,
     )
     app.include_router(router)
+    token = None if settings.api_token is None else settings.api_token.get_secret_value()
+    app.add_middleware(Guard, token=token, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -66,8 +70,8 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         try:
             store.ping()
             checks["database"] = "ok"
-        except Exception as exc:  # any failure is "not ready", said in the body
-            checks["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except Exception as exc:  # any failure is "not ready"; the kind of failure, never the server's address
+            checks["database"] = f"unavailable ({type(exc).__name__})"
         checks["ray"] = _ray_reachable(settings.ray_address)
         ok = all(v in ("ok", "embedded") for v in checks.values())
         return JSONResponse(checks | {"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
@@ -92,7 +96,7 @@ def _ray_reachable(address: str | None) -> str:
         with socket.create_connection((host, int(port)), timeout=2):
             return "ok"
     except (OSError, ValueError) as exc:
-        return f"{address} unreachable: {exc}"
+        return f"unreachable ({type(exc).__name__})"  # the address is the operator's to know, not the caller's
 
 
 def _errors(app: FastAPI) -> None:
@@ -131,15 +135,72 @@ def _errors(app: FastAPI) -> None:
         # POST /sweeps's body is a tagged union (service.schemas.SweepSubmission): pydantic puts the tag ("spec" or
         # "preset") into each error's location; drop it, so that the location is the field as the user wrote it.
         assert isinstance(exc, RequestValidationError)
+        # A body sent without Content-Type: application/json (curl -d, without -H) reaches the route as text.
+        not_json = "json" not in request.headers.get("content-type", "")
         errors = []
         for e in exc.errors():
             loc = list(e.get("loc", ()))
             if len(loc) >= 2 and loc[0] == "body" and loc[1] in SUBMISSION_TAGS and request.url.path == "/sweeps":
                 del loc[1]
-            errors.append({**e, "loc": loc})
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+            msg = str(e.get("msg", ""))
+            if not_json and loc[:1] == ["body"] and len(loc) <= 2:
+                msg += " (send the body as JSON, with Content-Type: application/json)"
+            errors.append(_bounded_error(e, loc, msg))
+            if len(errors) == MAX_ERRORS:
+                break
+        more = len(exc.errors()) - len(errors)
+        if more > 0:
+            errors.append({"type": "too_many_errors", "loc": ["body"], "msg": f"and {more} more errors"})
+        return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     app.add_exception_handler(RequestValidationError, invalid)
+
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        # The store could not be reached (a restart, a failover, a full disk): a state of the service, not of the
+        # request. Nothing was written; the client may retry.
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        detail = "the results database is unavailable; try again shortly"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    app.add_exception_handler(OperationalError, database_down)
+    app.add_exception_handler(InterfaceError, database_down)
+
+
+MAX_ERRORS: Final = 20  # validation errors listed in one 422
+RETRY_AFTER_S: Final = 5
+
+
+def _excerpt(value: Any) -> Any:
+    """A short, printable stand-in for an input value (a 422 never echoes a whole body: a 100 MB list would come
+    back as 100 MB, and NaN or a lone surrogate could not be written as JSON at all): small numbers, booleans and
+    null as they are, text cut to 80 characters, anything else described."""
+    if value is None or isinstance(value, bool):
+        return value
+    if (isinstance(value, int) and abs(value) < 2**53) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if isinstance(value, dict):
+        return f"an object with {len(value)} keys"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)} items"
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates as escapes
+        return text if len(text) <= 80 else text[:77] + "..."
+    text = ascii(value)  # NaN, ±inf, huge integers, anything else
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bounded_error(error: Mapping[str, Any], loc: list[Any], msg: str) -> dict[str, Any]:
+    def printable(text: str) -> str:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")[:500]
+
+    out: dict[str, Any] = {
+        "type": str(error.get("type", "")),
+        "loc": [p if isinstance(p, int) else printable(str(p)) for p in loc],
+        "msg": printable(msg),
+    }
+    if "input" in error:
+        out["input"] = _excerpt(error["input"])
+    return out
 
 
 def _version() -> str:

@@ -26,7 +26,6 @@ from service.schemas import (
     Problem,
     SeparabilityPublic,
     SeparabilityValues,
-    SweepCreated,
     SweepPublic,
     SweepsPublic,
     SweepSubmission,
@@ -70,7 +69,7 @@ def _of(store: Storage, sweep: SweepRecord, now: datetime) -> SweepPublic:
 @router.post(
     "/sweeps",
     status_code=status.HTTP_201_CREATED,
-    response_model=SweepCreated,
+    response_model=SweepPublic,
     responses={
         400: {"model": Problem, "description": "The body could not be read (not UTF-8)."},
         409: {"model": Problem, "description": "The Idempotency-Key was used for another spec."},
@@ -99,7 +98,7 @@ def create_sweep(
     reuse: Annotated[
         bool, Query(description="Fill cells from finished trials of earlier sweeps with the same fingerprint.")
     ] = True,
-) -> SweepCreated:
+) -> SweepPublic:
     """Submit a sweep: it is queued (FIFO) and starts when a slot is free. Cells an earlier sweep of the same spec
     already finished are reused, not trained again (``reuse=false`` trains everything); the response says how many."""
     if isinstance(body, SweepSpec):
@@ -113,11 +112,11 @@ def create_sweep(
     spec.check_data_paths(settings.data_root())  # DataPathError: the same
     sweep = store.create_sweep(expand(spec), idempotency_key=idempotency_key)
     fresh = sweep.status == "pending" and sweep.started_at is None
-    reused = store.reuse_finished(sweep.id) if reuse and fresh else {}
+    if reuse and fresh:
+        store.reuse_finished(sweep.id)
     scheduler.wake()
     response.headers["Location"] = f"/sweeps/{sweep.id}"
-    public = _public(store, sweep.id)
-    return SweepCreated(**public.model_dump(), reused_cells=sum(reused.values()), reused_from=reused)
+    return _public(store, sweep.id)
 
 
 @router.get("/sweeps", response_model=SweepsPublic, tags=["sweeps"])

@@ -3,6 +3,7 @@ description (they become the OpenAPI docs at ``/docs``)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
@@ -22,7 +23,6 @@ __all__ = [
     "Problem",
     "SeparabilityPublic",
     "SeparabilityValues",
-    "SweepCreated",
     "SweepPublic",
     "SweepSubmission",
     "SweepsPublic",
@@ -30,6 +30,18 @@ __all__ = [
     "TrialPublic",
     "TrialsPublic",
 ]
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.+@-]+)+[/\\]")
+
+
+def one_line(error: str | None) -> str | None:
+    """An error as API clients see it: its last line (the exception's own), without the server's directories
+    (``/srv/app/x.py`` → ``x.py``), at most 500 characters. The whole traceback stays in the driver's log."""
+    if not error:
+        return error
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    return _PATH.sub("", lines[-1] if lines else "")[:500]
 
 
 class _Public(BaseModel):
@@ -56,6 +68,10 @@ class SweepPublic(_Public):
         description="Seconds left at the rate cells have trained so far (reused cells not counted); null until one has."
     )
     spec: dict[str, Any] = Field(description="The spec as submitted (λ raw per step unless weight_decay_units says).")
+    reused_cells: int = Field(
+        description="Cells filled from finished trials of earlier sweeps with the same fingerprint (not trained again)."
+    )
+    reused_from: dict[int, int] = Field(description="Earlier sweep id -> cells reused from it.")
 
     @classmethod
     def of(
@@ -82,21 +98,16 @@ class SweepPublic(_Public):
             created_at=sweep.created_at,
             started_at=sweep.started_at,
             finished_at=sweep.finished_at,
-            error=sweep.error,
+            error=one_line(sweep.error),
             counts=counts,
             n_cells=total,
             progress=done / total if total else 0.0,
             elapsed_s=elapsed,
             eta_s=eta,
             spec=sweep.spec,
+            reused_cells=sweep.reused_cells,
+            reused_from=sweep.reused_from or {},
         )
-
-
-class SweepCreated(SweepPublic):
-    reused_cells: int = Field(
-        description="Cells filled from finished trials of earlier sweeps with the same fingerprint (not trained again)."
-    )
-    reused_from: dict[int, int] = Field(description="Earlier sweep id -> cells reused from it.")
 
 
 class SweepsPublic(_Public):
@@ -144,7 +155,7 @@ class TrialPublic(_Public):
             attempts=t.attempts,
             started_at=t.started_at,
             finished_at=t.finished_at,
-            error=t.error,
+            error=one_line(t.error),
             test_error=f.test_error if f else None,
             train_error=f.train_error if f else None,
             test_loss=f.test_loss if f else None,
@@ -178,7 +189,13 @@ class AttemptPublic(_Public):
     status: str = Field(description="running, completed, diverged, failed, lost (driver or lease gone), cancelled.")
     started_at: datetime = Field(description="UTC.")
     finished_at: datetime | None = Field(description="UTC.")
-    error: str | None = Field(description="Why it ended, when it failed or was lost (Ray's error text).")
+    error: str | None = Field(description="Why it ended, when it failed or was lost (one line; the log has more).")
+
+    @field_validator("error")
+    @classmethod
+    def _short(cls, error: str | None) -> str | None:
+        return one_line(error)
+
     host: str | None = Field(description="Host name of the machine it ran on.")
     node: str | None = Field(description="Ray node id.")
 
@@ -283,6 +300,13 @@ class _PresetName(BaseModel):
         return load_preset(self.preset, **overrides)
 
 
+def _override(info: FieldInfo) -> tuple[Any, Any]:
+    """A spec field as an optional override: its constraints and validators apply to a given value, not to None."""
+    inner = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    extra = info.json_schema_extra
+    return (Optional[inner], Field(default=None, description=info.description, json_schema_extra=extra))  # noqa: UP045
+
+
 # Every top-level field of the spec, optional: an override replaces the preset's value, and is checked here on its
 # own (type, range) and again, merged, by PresetSubmission.spec().
 PresetSubmission = create_model(
@@ -290,10 +314,7 @@ PresetSubmission = create_model(
     __base__=_PresetName,
     __doc__="A built-in sweep by name; any other key is one of the spec's top-level fields and replaces the preset's "
     "value, and the merged spec is validated as a whole.",
-    **{  # type: ignore[call-overload]
-        name: (Optional[info.annotation], FieldInfo.merge_field_infos(info, default=None))  # noqa: UP045
-        for name, info in SweepSpec.model_fields.items()
-    },
+    **{name: _override(info) for name, info in SweepSpec.model_fields.items()},  # type: ignore[call-overload]
 )
 
 

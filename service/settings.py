@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     poll_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="Seconds between the scheduler's looks at the queue."
     )
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 2**20)] = Field(
+        default=2**20, description="Longest request body accepted, in bytes (a longer one is a 413 before parsing)."
+    )
     max_cells: Annotated[int, Field(ge=1, le=MAX_CELLS_CEILING)] = Field(
         default=DEFAULT_MAX_CELLS, description="Most cells (seeds × α × λ over all grids) one sweep may have."
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -118,6 +119,26 @@ MAX_EPOCHS_CEILING: Final = 100_000
 CANONICAL_VERSION: Final = 3
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _storable(text: str) -> str:
+    """Text every backend stores and every response can encode: no NUL (PostgreSQL refuses it), no lone surrogate
+    (not UTF-8)."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (it holds a lone surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+MAX_SEEDS: Final = 1000
+MAX_AXIS_VALUES: Final = 1000
+MAX_DROPS: Final = 100
+MAX_RESTARTS: Final = 10_000
+MAX_BATCH: Final = 1 << 20
 # A plugin's arguments: a JSON object of at most 64 keys (the plugin's Args model, if any, says what they mean).
 PluginArgs = Annotated[dict[str, JsonValue], Field(max_length=64)]
 PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
@@ -157,6 +178,15 @@ class LogRange(_Frozen):
     def count(self) -> int:
         """The number of values, or raise ``ValueError`` when stop is not start plus a whole number of steps."""
         n = (Fraction(self.stop) - Fraction(self.start)) / Fraction(self.step)
+        if abs(n) > MAX_CELLS_CEILING:  # say that first: "not a whole number of steps" would mislead for 1e-9
+            try:
+                about = f"about {float(abs(n)) + 1:.3g}"
+            except OverflowError:  # a ratio past every float
+                about = "more than 1e+308"
+            raise ValueError(
+                f"has {about} values ((stop - start) / step + 1), more than any sweep may have "
+                f"({MAX_CELLS_CEILING} cells): use a larger step"
+            )
         # Within a millionth of a step counts as whole: decimal steps such as 0.1 are not exact in binary.
         whole = round(n)
         if whole < 0 or abs(n - whole) > Fraction(1, 10**6):
@@ -188,7 +218,8 @@ def _axis_kind(value: Any) -> str:
 # Discriminated by the input's shape, so that an error reports only the form that was meant (loc ... "list" or
 # ... "range"), not one failure per member of the union.
 Axis = Annotated[
-    Annotated[list[FiniteFloat], Field(min_length=1), Tag("list")] | Annotated[LogRange, Tag("range")],
+    Annotated[list[FiniteFloat], Field(min_length=1, max_length=MAX_AXIS_VALUES), Tag("list")]
+    | Annotated[LogRange, Tag("range")],
     Discriminator(_axis_kind),
 ]
 """An axis: an explicit list of numbers, or a :class:`LogRange`."""
@@ -262,7 +293,8 @@ class StepScheduleSpec(_Frozen):
 
     name: Annotated[Literal["step"], Field(description="The schedule.")]
     drop_epochs: Annotated[
-        list[PositiveFloat] | None, Field(description="Epochs at which η_t is multiplied by factor.")
+        list[PositiveFloat] | None,
+        Field(max_length=MAX_DROPS, description="Epochs at which η_t is multiplied by factor (at most 100)."),
     ] = None
     factor: Annotated[
         float, Field(strict=True, allow_inf_nan=False, gt=0, le=1, description="η_t's multiplier at each drop.")
@@ -298,8 +330,8 @@ class SweepSpec(_Frozen):
     ``name`` and ``description`` are for people; they do not enter the fingerprint. Everything else does.
     """
 
-    name: Annotated[str, Field(max_length=200, description="For people; not part of the fingerprint.")] = ""
-    description: Annotated[str, Field(max_length=4000, description="For people; not part of the fingerprint.")] = ""
+    name: Annotated[Text, Field(max_length=200, description="For people; not part of the fingerprint.")] = ""
+    description: Annotated[Text, Field(max_length=4000, description="For people; not part of the fingerprint.")] = ""
     dataset: Annotated[
         str,
         Field(
@@ -333,7 +365,9 @@ class SweepSpec(_Frozen):
         ),
     ] = {}
     epochs: Annotated[int, Field(strict=True, ge=1, description="Epochs each cell trains (T); capped by max_epochs.")]
-    batch_size: Annotated[int, Field(strict=True, ge=1, description="Examples per optimizer step (b).")]
+    batch_size: Annotated[
+        int, Field(strict=True, ge=1, le=MAX_BATCH, description="Examples per optimizer step (b), at most 2^20.")
+    ]
     schedule: Annotated[
         ScheduleSpec, Field(description="η_t, the per-epoch multiplier of α (and of λ for the decoupled optimizers).")
     ]
@@ -352,14 +386,21 @@ class SweepSpec(_Frozen):
         ),
     ] = "raw"
     seeds: Annotated[
-        list[Annotated[int, Field(strict=True, ge=0, lt=2**32)]],
-        Field(min_length=1, description="Seeds of initialization and batch order; each (α, λ) trains once per seed."),
+        # < 2^31: a seed is stored in a 32-bit signed integer column on every backend
+        list[Annotated[int, Field(strict=True, ge=0, lt=2**31)]],
+        Field(
+            min_length=1,
+            max_length=MAX_SEEDS,
+            description="Seeds (0 ≤ seed < 2^31) of initialization and batch order; each (α, λ) trains once per seed.",
+        ),
     ]
     # Declared after seeds: the cell cap in _check_grids needs them.
     grids: Annotated[
         list[Grid],
         Field(
-            min_length=1, description="One (α, λ) grid per optimizer; seeds × α × λ cells each, capped by max_cells."
+            min_length=1,
+            max_length=4,
+            description="One (α, λ) grid per optimizer; seeds × α × λ cells each, capped by max_cells.",
         ),
     ]
 
@@ -380,9 +421,10 @@ class SweepSpec(_Frozen):
     def _plugin_args(cls, args: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         kind: PluginKind = "dataset" if info.field_name == "dataset_args" else "model"
         try:
-            canonical_json(args)  # NaN and ±inf have no JSON form: they could never be part of an id
-        except ValueError:
+            text = canonical_json(args)
+        except ValueError:  # NaN and ±inf have no JSON form: they could never be part of an id
             raise ValueError("must be JSON: no NaN or Infinity") from None
+        _storable(text)
         name = info.data.get(kind)
         if name is None:  # the name itself was refused: that error says it
             return args
@@ -396,6 +438,32 @@ class SweepSpec(_Frozen):
         except PluginError as exc:
             raise ValueError(str(exc)) from None
         return args
+
+    @field_validator("schedule")
+    @classmethod
+    def _bounded_schedule(cls, s: Any, info: ValidationInfo) -> Any:
+        # SGDR finds a step's period by walking the periods: a microscopic t_0 or a t_mult next to 1 would make that
+        # walk (and the run) endless. At most MAX_RESTARTS periods may fit in the run.
+        epochs = info.data.get("epochs")
+        if isinstance(s, WarmRestartsScheduleSpec) and isinstance(epochs, int):
+            if s.t_mult == 1:
+                periods = epochs / s.t_0
+            else:
+                periods = math.log1p(min(epochs * (s.t_mult - 1) / s.t_0, 1e300)) / math.log(s.t_mult)
+            if not periods <= MAX_RESTARTS:
+                raise PydanticCustomError(
+                    "too_many_restarts",
+                    "t_0 = {t_0} and t_mult = {t_mult} restart {periods} times in {epochs} epochs, more than {cap}: "
+                    "give a longer t_0 or a larger t_mult",
+                    {
+                        "t_0": s.t_0,
+                        "t_mult": s.t_mult,
+                        "periods": f"{periods:.3g}",
+                        "epochs": epochs,
+                        "cap": MAX_RESTARTS,
+                    },
+                )
+        return s
 
     @field_validator("epochs")
     @classmethod

@@ -23,6 +23,8 @@ The data directory is an argument (the controller's ``WDGRID_DATA_DIR`` reaches 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pickle
 from collections.abc import Callable
@@ -38,6 +40,8 @@ import sweeps
 from sweeps import load_plugin
 
 __all__ = ["DATASETS", "DEFAULT_DATA_DIR", "DataNotFoundError", "DeviceData", "load_dataset"]
+
+log = logging.getLogger(__name__)
 
 CIFAR_PAD: Final = 4  # pixels of zero padding before the random 32×32 crop (the paper's augmentation)
 
@@ -169,21 +173,40 @@ def _as_data(
     )
 
 
-def load_mnist1d(root: Path) -> DeviceData:
-    """MNIST-1D (Greydanus 2020), generated in memory from its templates and cached as ``mnist1d.npz``."""
-    path = root / "mnist1d.npz"
-    if not path.exists():
-        from mnist1d.data import get_dataset_args, make_dataset
+_MNIST1D_SHAPES: Final = {"x": (4000, 40), "y": (4000,), "x_test": (1000, 40), "y_test": (1000,)}
 
-        # make_dataset generates the data from templates in memory with the default data seed (42); get_dataset
-        # would download instead. The cache is written atomically, so concurrent workers never read half a file.
-        data = make_dataset(get_dataset_args())
+
+def load_mnist1d(root: Path) -> DeviceData:
+    """MNIST-1D (Greydanus 2020), generated in memory from its templates and cached as ``mnist1d.npz``.
+
+    A cache that cannot be read (truncated, corrupt, of other shapes) is named in one warning and rebuilt; a data
+    directory that cannot be written trains from the generated arrays, with a warning, and caches nothing."""
+    path = root / "mnist1d.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in _MNIST1D_SHAPES}
+            if any(arrays[k].shape != shape for k, shape in _MNIST1D_SHAPES.items()):
+                raise ValueError("arrays of unexpected shapes")
+            return _as_data("mnist1d", arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"], 10, images=False)
+        except Exception as exc:  # zipfile, OSError, ValueError, KeyError...: any unreadable cache is rebuilt
+            log.warning("mnist1d: the cache %s cannot be read (%s: %s); rebuilding it", path, type(exc).__name__, exc)
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    # make_dataset generates the data from templates in memory with the default data seed (42); get_dataset
+    # would download instead. The cache is written atomically, so concurrent workers never read half a file.
+    data = make_dataset(get_dataset_args())
+    arrays = {k: np.asarray(data[k]) for k in _MNIST1D_SHAPES}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
+        np.savez(tmp, **arrays)
         os.replace(tmp, path)
-    with np.load(path) as f:
-        return _as_data("mnist1d", f["x"], f["y"], f["x_test"], f["y_test"], 10, images=False)
+    except OSError as exc:  # read-only or full: the data is in memory all the same
+        log.warning("mnist1d: cannot cache it in %s (%s); training from memory", root, exc.strerror or exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return _as_data("mnist1d", arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"], 10, images=False)
 
 
 def load_digits_data(root: Path) -> DeviceData:

@@ -64,6 +64,7 @@ def _sweep(r: SweepRow) -> SweepRecord:
         r.error,
         r.driver,
         _utc(r.driver_lease_expires_at),
+        {int(k): int(v) for k, v in r.reused_from.items()} if r.reused_from else None,
     )
 
 

@@ -199,5 +199,6 @@ class SweepsSql(SqlBase):
                     )
                 used[src.sweep_id] = used.get(src.sweep_id, 0) + 1
             if used:
+                target.reused_from = {str(k): v for k, v in sorted(used.items())}
                 log.info("sweep %d: %d finished cells reused from sweeps %s", sweep_id, sum(used.values()), used)
             return used

@@ -20,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: rich's markup ate every "[default: ...]" of our help texts and printed <bool> beside plain flags.
+    rich_markup_mode=None,
 )
 
 

@@ -1,6 +1,6 @@
 """``wdgrid`` commands that talk to a running controller over HTTP: ``submit``, ``status``, ``trials``, ``download``,
-``cancel``. The controller is ``$WDGRID_URL`` (default http://127.0.0.1:8000); its token comes from ``$WDGRID_TOKEN``
-(the value of the server's ``WDGRID_API_TOKEN``)."""
+``cancel``. The controller is ``$WDGRID_URL`` (default http://127.0.0.1:8000); its token is ``$WDGRID_API_TOKEN``, the
+same variable the server reads (``$WDGRID_TOKEN``, the name of earlier versions, still works)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _client() -> httpx.Client:
     import httpx
 
     url = os.environ.get("WDGRID_URL", "http://127.0.0.1:8000")
-    token = os.environ.get("WDGRID_TOKEN")
+    token = os.environ.get("WDGRID_API_TOKEN") or os.environ.get("WDGRID_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=url, headers=headers, timeout=60)
 
@@ -52,7 +52,7 @@ def _call(method: str, path: str, **kwargs: Any) -> httpx.Response:
         detail = response.text
     if isinstance(detail, list):  # a validation error: name the field
         detail = errors_line(detail)
-    hint = " (set WDGRID_TOKEN)" if response.status_code == 401 else ""
+    hint = " (set WDGRID_API_TOKEN to the server's token)" if response.status_code == 401 else ""
     typer.echo(f"wdgrid: {response.status_code} {detail}{hint}", err=True)
     raise typer.Exit(1)
 
@@ -62,7 +62,7 @@ def _status_line(s: dict[str, Any]) -> str:
     eta = f", ETA {s['eta_s']:.0f} s" if s.get("eta_s") else ""
     return (
         f"sweep {s['id']} '{s['name']}' {s['status']}: {c['completed'] + c['diverged'] + c['failed']}/{s['n_cells']} "
-        f"cells finished ({c['running']} running, {c['diverged']} diverged, {c['failed']} failed){eta}"
+        f"cells finished ({c['running']} running, {c['diverged']} diverged, {c['failed']} failed{_reused(s)}){eta}"
     )
 
 
@@ -91,7 +91,20 @@ def submit(
             raise fail(f"{spec_file} is not JSON: {exc}") from None
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     sweep = _call("POST", "/sweeps", json=body, headers=headers).json()
-    print(f"submitted sweep {sweep['id']} ({sweep['n_cells']} cells): wdgrid status {sweep['id']} --watch")
+    print(
+        f"submitted sweep {sweep['id']} ({sweep['n_cells']} cells{_reused(sweep)}): wdgrid status {sweep['id']} --watch"
+    )
+
+
+def _reused(sweep: dict[str, Any]) -> str:
+    """``, 8 reused from sweep 1 (nothing left to train)`` — or nothing, when no cell was reused."""
+    n, sources = sweep.get("reused_cells", 0), sweep.get("reused_from") or {}
+    if not n:
+        return ""
+    where = ", ".join(f"sweep {k}" for k in sources)
+    left = sweep["n_cells"] - n
+    rest = "nothing left to train" if left == 0 else f"{left} to train"
+    return f", {n} reused from {where} ({rest})"
 
 
 @app.command()

@@ -72,7 +72,9 @@ def run_command(
     out: Annotated[
         Path | None, typer.Option(help="Also write grid CSVs, trials.csv, epochs.csv and heatmaps here.")
     ] = None,
-    new: Annotated[bool, typer.Option("--new", help="Start a new sweep even if this spec ran here before.")] = False,
+    new: Annotated[
+        bool, typer.Option("--new", help="Start a new sweep and train every cell, even if this spec ran here before.")
+    ] = False,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to join [default: $RAY_ADDRESS, else an embedded Ray].")
     ] = None,
@@ -93,7 +95,8 @@ def run_command(
 ) -> None:
     """Run a sweep here, without the service: embedded Ray (or --address), results in the store (--db).
 
-    Running the same spec again resumes it: finished cells are kept, the rest are trained (--new starts afresh)."""
+    Running the same spec again resumes it: finished cells are kept, the rest are trained; cells that any sweep of
+    the same spec in the store finished (also one submitted to the service) are reused (--new trains afresh)."""
     import dataclasses
     import logging
 
@@ -103,6 +106,8 @@ def run_command(
     from sweeps import DataPathError, SpecLimitError, expand
 
     settings = settings_or_fail()
+    if out is not None and (out / "__init__.py").exists():
+        raise fail(f"--out {out} is a Python package (it holds __init__.py): give a folder of its own")
     spec = _load_spec(spec_file, preset)
     try:
         spec.check_limits(settings.spec_limits())
@@ -131,6 +136,15 @@ def run_command(
     if sweep.status in ("failed", "cancelled"):
         requeued = store.resume_sweep(sweep.id)
         print(f"resuming sweep {sweep.id} ({sweep.status}): {requeued} cells re-queued")
+    elif (
+        not new
+        and sweep.status == "pending"
+        and sweep.started_at is None
+        and (reused := store.reuse_finished(sweep.id))
+    ):
+        # New here, but other sweeps of the same spec (this command's or the service's) finished some cells.
+        sources = ", ".join(f"sweep {k}" for k in reused)
+        print(f"sweep {sweep.id}: {sum(reused.values())} finished cells reused from {sources} (not trained again)")
     total = sum(store.status_counts(sweep.id).values())
     print(f"sweep {sweep.id} '{spec.name}': {total} cells; results in {shown(store.url)}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -40,6 +41,22 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
+def command() -> str:
+    """How to call this wdgrid from the current shell: ``wdgrid`` when that is on PATH, else its script's path
+    (``.venv/bin/wdgrid`` after ``make run``, which does not activate the environment)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "wdgrid"
+    found = shutil.which("wdgrid")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "wdgrid"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def banner(settings: Settings) -> str:
     """What `wdgrid serve` is about to do, in three lines: where, with what, and a first request to try."""
     store = shown(settings.database_url)
@@ -50,6 +67,6 @@ def banner(settings: Settings) -> str:
     auth = ' -H "Authorization: Bearer $WDGRID_API_TOKEN"' if settings.api_token else ""
     return (
         f"wdgrid {version('wdgrid')}: results in {store}; sweeps train on {ray}, {running}.\n"
-        f"API docs: {base}/docs   CLI: WDGRID_URL={base} wdgrid submit --preset smoke\n"
+        f"API docs: {base}/docs   CLI: WDGRID_URL={base} {command()} submit --preset smoke\n"
         f"Try: curl -X POST {base}/sweeps{auth} -H 'Content-Type: application/json' -d '{{\"preset\": \"smoke\"}}'"
     )

@@ -7,53 +7,14 @@ reason that says so in the pytest summary (``-ra``).
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-PG_URL = os.environ.get("WDGRID_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from tests.conftest import pg_schema_url
+
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
-
-
-def _pg_admin() -> sa.Engine | str:
-    """An engine on the test server, or why there is none."""
-    engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except Exception as exc:  # any failure to connect means: no PostgreSQL here
-        engine.dispose()
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return engine
-
-
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[sa.Engine]:
-    admin = _pg_admin()
-    if isinstance(admin, str):
-        pytest.skip(
-            f"PostgreSQL backend NOT TESTED: no server at {make_url(PG_URL).render_as_string(hide_password=True)} "
-            f"({admin}). Start one on 127.0.0.1:5432 or set WDGRID_TEST_PG_URL."
-        )
-    yield admin
-    admin.dispose()
-
-
-def _pg_schema_url(admin: sa.Engine) -> Iterator[str]:
-    schema = f"wdgrid_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -64,7 +25,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     elif request.param == "sqlite-memory":
         yield "sqlite://"
     else:
-        yield from _pg_schema_url(request.getfixturevalue("pg_admin"))
+        yield from pg_schema_url(request.getfixturevalue("pg_admin"))
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])
@@ -73,4 +34,4 @@ def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     if request.param == "sqlite-file":
         yield f"sqlite:///{tmp_path / 'wdgrid.db'}"
     else:
-        yield from _pg_schema_url(request.getfixturevalue("pg_admin"))
+        yield from pg_schema_url(request.getfixturevalue("pg_admin"))

@@ -6,11 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd  # type: ignore[import-untyped]
 import pytest
 from matplotlib.image import imread
 
 from results import SqlStorage, Storage, SweepRecord, TrialRecord
-from results.figures import heatmap_png, learning_curves_png, twins_png
+from results.export import heatmap_png_bytes
+from results.figures import circled, colour_scale, draw_heatmap, heatmap_png, learning_curves_png, twins_png
 from results.grids import cell_stats, epochs_frame
 from tests.factories import fill_sweep, make_spec
 
@@ -62,3 +64,38 @@ def test_learning_curves_png(sweep_store: tuple[Storage, SweepRecord], tmp_path:
     store, sweep = sweep_store
     stats = {o: cell_stats(store, sweep.id, o) for o in OPTIMIZERS}
     assert_png(learning_curves_png(epochs_frame(store, sweep.id), stats, tmp_path / "curves.png"), (800, 500))
+
+
+def test_the_default_heatmap_shows_every_optimizer_of_the_sweep(tmp_path: Path):
+    # sgd and adamw are not twins: each still gets its panel (the default once drew sgd only, silently)
+    grids = [{"optimizer": o, "lr": AXIS, "weight_decay": AXIS} for o in ("sgd", "adamw")]
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+        sweep = fill_sweep(store, make_spec(grids=grids), error_of)
+        (tmp_path / "two.png").write_bytes(heatmap_png_bytes(store, sweep))
+        assert_png(tmp_path / "two.png", (1100, 500))
+        three = fill_sweep(
+            store, make_spec(grids=[*grids, {"optimizer": "sgdw", "lr": AXIS, "weight_decay": AXIS}]), error_of
+        )
+        (tmp_path / "three.png").write_bytes(heatmap_png_bytes(store, three))
+        assert_png(tmp_path / "three.png", (1100, 1000))  # sgd beside sgdw, then adamw
+
+
+def test_the_colour_scale_and_the_circles_suit_the_grid():
+    # a 16-cell digits-like grid, errors 2.5 .. 4.4 %: the scale spans them, and 2 cells are circled, not 10
+    lrs, wds = [2.0**-k for k in range(4)], [2.0**-k for k in range(4, 8)]
+    errors = np.linspace(2.5, 4.4, 16)
+    rows = [
+        {"lr": a, "weight_decay": w, "mean": e, "std": 0.0, "n": 1, "n_diverged": 0, "n_trials": 1, "state": "ok"}
+        for (a, w), e in zip([(a, w) for a in lrs for w in wds], errors, strict=True)
+    ]
+    stats = pd.DataFrame(rows)
+    norm = colour_scale([stats])
+    assert norm.vmin == 2.5 and norm.vmax == pytest.approx(4.4)
+    wide = pd.DataFrame([*rows, {**rows[0], "lr": 2.0, "mean": 90.0}])
+    assert colour_scale([wide]).vmax == pytest.approx(12.5)  # a 90 % cell is clipped at best + 10 points
+    assert (circled(16), circled(49), circled(81), circled(400), circled(4)) == (2, 6, 10, 10, 1)
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    draw_heatmap(ax, stats, norm=norm)
+    assert np.asarray(ax.collections[0].get_offsets()).shape == (2, 2)  # two circles

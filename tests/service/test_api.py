@@ -160,6 +160,20 @@ def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: S
         assert reused["reused_from"] == {str(sweep["id"]): 8} and reused["counts"]["completed"] == 8
         assert c.get(f"/sweeps/{reused['id']}/grid.csv", params={"optimizer": "sgd"}).text == grid.text
         wait_for(lambda: c.get(f"/sweeps/{reused['id']}").json()["status"] == "completed", 120, "the reused sweep")
+        later = c.get(f"/sweeps/{reused['id']}").json()  # reuse is on record, not only in the POST's response
+        assert (later["reused_cells"], later["reused_from"]) == (8, {str(sweep["id"]): 8})
+        assert c.get(f"/sweeps/{sweep['id']}").json()["reused_cells"] == 0
+
+        # `wdgrid run` of the same spec on the same store reuses the service's cells too
+        ran = subprocess.run(
+            [str(Path(sys.executable).parent / "wdgrid"), "run", "--preset", "smoke", "--db", server.db],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert f"8 finished cells reused from sweep {sweep['id']}" in ran.stdout and "0 trial restarts" in ran.stdout
         fresh = c.post("/sweeps", json={"preset": "smoke"}, params={"reuse": "false"}).json()
         assert fresh["reused_cells"] == 0 and fresh["counts"]["pending"] == 8
         c.post(f"/sweeps/{fresh['id']}/cancel")
@@ -220,7 +234,7 @@ def test_a_restarted_server_finishes_a_running_sweep_with_every_cell_exactly_onc
 def cli(
     server: Server, *args: str, token: str | None = None, url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WDGRID_URL": url or server.url, "WDGRID_TOKEN": token or server.token, "COLUMNS": "150"}
+    env = {**os.environ, "WDGRID_URL": url or server.url, "WDGRID_API_TOKEN": token or server.token, "COLUMNS": "150"}
     wdgrid = Path(sys.executable).parent / "wdgrid"
     return subprocess.run([str(wdgrid), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -245,6 +259,10 @@ def test_the_cli_client_talks_to_the_server(server: Server, tmp_path: Path):
     (tmp_path / "spec.json").write_text(json.dumps(long_spec(300) | {"name": "to cancel"}))
     submitted = cli(server, "submit", str(tmp_path / "spec.json"))
     assert submitted.returncode == 0 and submitted.stdout.startswith("submitted sweep ")
+    assert "reused" not in submitted.stdout
+    again = cli(server, "submit", "--preset", "smoke")  # every cell finished before: the CLI says so
+    assert again.returncode == 0 and "8 cells, 8 reused from sweep" in again.stdout
+    assert "nothing left to train" in again.stdout
     new_id = submitted.stdout.split()[2]
     cancelled = cli(server, "cancel", new_id)
     assert cancelled.returncode == 0 and f"sweep {new_id} 'to cancel' cancelled" in cancelled.stdout
@@ -308,3 +326,12 @@ def test_plugins_are_listed_checked_at_submission_and_trained_by_ray_workers(
         assert trial.config["model_args"] == {"width": 4}
         versions = trial.provenance.package_versions or {}
         assert "wdgrid-examples" in versions and "wdgrid" in versions  # the plugin's package is in the provenance
+
+
+def test_a_body_without_its_content_type_gets_a_hint_not_a_riddle(server: Server):
+    with server.client() as c:
+        r = c.post("/sweeps", content=json.dumps({"preset": "smoke"}), headers={"Content-Type": "text/plain"})
+        assert r.status_code == 422
+        assert "Content-Type: application/json" in r.json()["detail"][0]["msg"]
+        r = c.post("/sweeps", json={"preset": "smoke", "epochs": 0})  # JSON sent right: no hint
+        assert "Content-Type" not in r.json()["detail"][0]["msg"]

@@ -38,6 +38,13 @@ def test_demo_trains_all_four_optimizers_and_prints_their_errors():
     assert "test error %" in result.stdout
 
 
+def test_help_shows_defaults_and_no_types_beside_plain_flags():
+    result = run("run", "--help")
+    assert result.returncode == 0
+    assert "<bool>" not in result.stdout  # --new is a flag, not an option taking a bool
+    assert "$WDGRID_DATABASE_URL" in result.stdout  # help texts keep their "[default: ...]"
+
+
 def test_demo_rejects_a_bad_epoch_count():
     result = run("demo", "--epochs", "0")
     assert result.returncode == 2
@@ -55,6 +62,7 @@ def test_run_refuses_bad_input_with_one_line(tmp_path: Path):
         ((str(tmp_path / "broken.json"),), "Invalid JSON"),
         (("--preset", "smoke", "--db", "nosuchdb://x"), "cannot open the results store nosuchdb://x"),
         (("--preset", "smoke", "--cells-per-trial", "0"), "--cells-per-trial"),
+        (("--preset", "smoke", "--out", str(Path(__file__).parents[2] / "results")), "is a Python package"),
     ]
     for args, message in cases:
         result = run("run", *args)

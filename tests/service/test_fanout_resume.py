@@ -71,6 +71,7 @@ def test_a_killed_driver_resumes_with_every_cell_exactly_once(tmp_path: Path):
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-3000:]
     assert f"({len(done_before)} already finished" in out
+    assert "Token authentication is enabled" not in err  # the embedded Ray's warning asks nothing of the user
 
     with SqlStorage(db, migrate=False) as store:
         assert store.get_sweep(1).status == "completed"

@@ -97,6 +97,12 @@ def test_a_range_must_end_on_a_whole_step():
     assert [loc[:4] for loc in locs] == [("grids", 0, "lr", "range")]
 
 
+def test_a_range_too_fine_is_refused_for_its_size_not_its_steps():
+    # 10 / 1e-9 is a whole number on paper, not in binary: the message must say what is really wrong
+    with pytest.raises(ValidationError, match=r"has about 1e\+10 values .* use a larger step"):
+        SweepSpec.model_validate(spec_data(grids=[sgd_grid(lr={"base": 2, "start": -10, "stop": 0, "step": 1e-9})]))
+
+
 def test_one_grid_per_optimizer():
     assert error_locs(spec_data(grids=[sgd_grid(), sgd_grid(lr=[0.2])])) == [("grids",)]
 
@@ -341,3 +347,9 @@ def test_normalized_weight_decay_shrinks_with_longer_runs():
 def test_normalized_weight_decay_rejects_bad_values(args, field):
     with pytest.raises(ValueError, match=rf"^{field}"):
         normalized_weight_decay(*args)
+
+
+def test_a_range_past_every_float_is_refused_in_words():
+    huge = {"base": 2, "start": -1.7976931348623157e308, "stop": 1.7976931348623157e308, "step": 5e-324}
+    with pytest.raises(ValidationError, match="has more than 1e\\+308 values"):
+        SweepSpec.model_validate(spec_data(grids=[sgd_grid(lr=huge)]))

@@ -107,3 +107,24 @@ def test_random_crop_flip_varies_per_image():
     out = random_crop_flip(x, torch.Generator().manual_seed(0))
     changed = [not torch.equal(out[i], x[i]) for i in range(64)]
     assert sum(changed) >= 60  # identity (no shift, no flip) happens for 1 image in 162
+
+
+def test_a_corrupt_mnist1d_cache_is_named_and_rebuilt(tmp_path, caplog):
+    good = load_dataset("mnist1d", tmp_path)
+    cache = tmp_path / "mnist1d.npz"
+    cache.write_bytes(cache.read_bytes()[:1000])  # truncated, as a full disk or a killed writer leaves it
+    with caplog.at_level("WARNING", logger="workers.data"):
+        again = load_dataset("mnist1d", tmp_path)
+    assert f"the cache {cache} cannot be read" in caplog.text and "rebuilding it" in caplog.text
+    assert torch.equal(again.x_train, good.x_train)
+    caplog.clear()
+    load_dataset("mnist1d", tmp_path)  # rebuilt: read without a word
+    assert "cannot be read" not in caplog.text
+
+
+def test_a_data_directory_that_cannot_be_written_trains_from_memory(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("not a folder")
+    root = tmp_path / "a-file" / "data"  # cannot be created, even by root (who ignores read-only modes)
+    with caplog.at_level("WARNING", logger="workers.data"):
+        data = load_dataset("mnist1d", root)
+    assert data.x_train.shape == (4000, 40) and "training from memory" in caplog.text
