@@ -181,7 +181,7 @@ def optimizers_png(
     ordered = [o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)]
     ordered += [o for o in names if o not in ordered]
     rows, cols = (len(ordered) + 1) // 2, min(2, len(ordered))
-    fig = Figure(figsize=(5.5 * cols, 5 * rows))
+    fig = Figure(figsize=(5.5 * cols, 5 * rows), layout="constrained")  # labels of neighbouring panels never overlap
     axes = fig.subplots(rows, cols, squeeze=False)
     norm = colour_scale([stats_by_optimizer[o] for o in ordered], clip)
     paired = {o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)}

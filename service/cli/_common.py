@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import typer
@@ -14,9 +15,25 @@ import typer
 if TYPE_CHECKING:
     from service.settings import Settings
 
-__all__ = ["Snapshot", "errors_line", "fail", "first_line", "settings_or_fail", "shown", "watch"]
+__all__ = ["Snapshot", "command", "errors_line", "fail", "first_line", "settings_or_fail", "shown", "watch"]
 
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
+
+
+def command() -> str:
+    """How to call this wdgrid from the current shell: ``wdgrid`` when that is on PATH, else its script's path
+    (``.venv/bin/wdgrid`` after ``make run``, which does not activate the environment)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "wdgrid"
+    found = shutil.which("wdgrid")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "wdgrid"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from service.cli._common import Snapshot, errors_line, fail
+from service.cli._common import Snapshot, command, errors_line, fail
 from service.cli._common import watch as watch_progress
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ def submit(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     sweep = _call("POST", "/sweeps", json=body, headers=headers).json()
     print(
-        f"submitted sweep {sweep['id']} ({sweep['n_cells']} cells{_reused(sweep)}): wdgrid status {sweep['id']} --watch"
+        f"submitted sweep {sweep['id']} ({sweep['n_cells']} cells{_reused(sweep)}): "
+        f"{command()} status {sweep['id']} --watch"
     )
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from importlib.metadata import version
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from service.cli._common import fail, first_line, settings_or_fail, shown
+from service.cli._common import command, fail, first_line, settings_or_fail, shown
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -39,22 +38,6 @@ def serve(
     os.environ.setdefault("WDGRID_DATABASE_URL", settings.database_url)
     typer.echo(banner(settings))
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
-
-
-def command() -> str:
-    """How to call this wdgrid from the current shell: ``wdgrid`` when that is on PATH, else its script's path
-    (``.venv/bin/wdgrid`` after ``make run``, which does not activate the environment)."""
-    import shutil
-    import sys
-
-    script = Path(sys.executable).parent / "wdgrid"
-    found = shutil.which("wdgrid")
-    if found is not None and Path(found).resolve() == script.resolve():
-        return "wdgrid"
-    try:
-        return str(script.relative_to(Path.cwd()))
-    except ValueError:
-        return str(script)
 
 
 def banner(settings: Settings) -> str:
