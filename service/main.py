@@ -116,20 +116,16 @@ def _errors(app: FastAPI) -> None:
 
     app.add_exception_handler(UnknownPresetError, unknown_preset)
 
-    async def over_limit(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, SpecLimitError)
-        detail = [{"type": "over_limit", "loc": ["body", exc.field], "msg": str(exc)}]
-        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-
-    app.add_exception_handler(SpecLimitError, over_limit)
-
-    async def outside_data(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, DataPathError)
+    async def refused_spec(request: Request, exc: Exception) -> JSONResponse:
+        # A valid spec this server refuses (over its limits, a path leaving its data directory): a 422 at the field.
+        assert isinstance(exc, SpecLimitError | DataPathError)
+        kind = "over_limit" if isinstance(exc, SpecLimitError) else "outside_data_dir"
         loc = ["body", *(exc.field or "dataset_args").split(".")]
-        detail = [{"type": "outside_data_dir", "loc": loc, "msg": str(exc)}]
+        detail = [{"type": kind, "loc": loc, "msg": str(exc)}]
         return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
-    app.add_exception_handler(DataPathError, outside_data)
+    app.add_exception_handler(SpecLimitError, refused_spec)
+    app.add_exception_handler(DataPathError, refused_spec)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         # POST /sweeps's body is a tagged union (service.schemas.SweepSubmission): pydantic puts the tag ("spec" or

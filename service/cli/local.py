@@ -112,9 +112,7 @@ def run_command(
     try:
         spec.check_limits(settings.spec_limits())
         spec.check_data_paths(settings.data_root())
-    except SpecLimitError as exc:
-        raise fail(f"invalid spec {spec_file or preset}: {exc.field}: {exc}") from None
-    except DataPathError as exc:
+    except (SpecLimitError, DataPathError) as exc:  # valid, but refused here: name the field
         raise fail(f"invalid spec {spec_file or preset}: {exc.field}: {exc}") from None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     base = settings.run_options()
