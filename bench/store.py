@@ -100,7 +100,7 @@ def grid_read(store: SqlStorage, repeats: int) -> tuple[int, float, int]:
         grid = store.grid(target, "adamw")
         times.append(time.perf_counter() - start)
         rows = len(grid)
-        assert all(p.final_test_error is not None for p in grid)
+        assert all(p.value is not None for p in grid)
     return n_trials, statistics.median(times), rows
 
 

@@ -203,8 +203,9 @@ class Storage(ABC):
         """How many of the sweep's trials finished (completed, diverged or failed) at or after ``since``."""
 
     @abstractmethod
-    def grid(self, sweep_id: int, optimizer: str) -> list[GridPoint]:
-        """One optimizer's α×λ×seed points of a sweep with their final test error, ordered by (α, λ, seed)."""
+    def grid(self, sweep_id: int, optimizer: str, metric: str = "test_error") -> list[GridPoint]:
+        """One optimizer's α×λ×seed points of a sweep with the final value of ``metric`` (``test_error``,
+        ``test_loss``, ``train_error``, ``train_loss``, or a trainer's other metric), ordered by (α, λ, seed)."""
 
     @abstractmethod
     def ping(self) -> None:

@@ -76,7 +76,7 @@ class EpochRecord:
     """One epoch (1-based) of one attempt of one trial: what the driver writes and readers get back. Errors in
     percent; ``eta`` is η_t at the epoch's end; wall time in seconds since the attempt started. A non-finite value
     (a diverged run's inf or NaN loss) is stored as None. The metrics are the worker's ``EpochMetrics``, field for
-    field."""
+    field; ``extra`` holds a trainer plugin's metrics of other names (None: none)."""
 
     trial_id: int
     attempt: int
@@ -87,11 +87,23 @@ class EpochRecord:
     test_error: float | None = None
     eta: float | None = None
     wall_time_s: float | None = None
+    extra: dict[str, float | None] | None = None
+
+    def metric(self, name: str) -> float | None:
+        """The value of a metric by name: a column, or one of ``extra`` (None when not measured or not finite)."""
+        if name in _COLUMN_METRICS:
+            value: float | None = getattr(self, name)
+            return value
+        return (self.extra or {}).get(name)
+
+
+_COLUMN_METRICS: Final = frozenset({"train_loss", "train_error", "test_loss", "test_error"})
 
 
 @dataclass(frozen=True)
 class FinalMetrics:
-    """A trial's result: errors in percent, losses as reported, wall time in seconds; non-finite values → None."""
+    """A trial's result: errors in percent, losses as reported, wall time in seconds, a trainer's other metrics of
+    the last epoch in ``extra``; non-finite values → None."""
 
     test_error: float | None = None
     train_error: float | None = None
@@ -99,6 +111,14 @@ class FinalMetrics:
     train_loss: float | None = None
     wall_time_s: float | None = None
     epochs_done: int | None = None
+    extra: dict[str, float | None] | None = None
+
+    def metric(self, name: str) -> float | None:
+        """The final value of a metric by name (None when not measured or not finite)."""
+        if name in _COLUMN_METRICS:
+            value: float | None = getattr(self, name)
+            return value
+        return (self.extra or {}).get(name)
 
 
 @dataclass(frozen=True)
@@ -175,7 +195,8 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One trial's place in an α×λ grid and its final test error (percent; None unless finished and finite)."""
+    """One trial's place in an α×λ grid and its final value of the metric asked for (the sweep's objective; None
+    unless finished and finite)."""
 
     trial_id: int
     cell_id: str
@@ -184,4 +205,4 @@ class GridPoint:
     weight_decay_given: float
     seed: int
     status: TrialStatus
-    final_test_error: float | None
+    value: float | None

@@ -74,6 +74,8 @@ class TrialRow(Base):
     final_train_loss: Mapped[float | None]
     wall_time_s: Mapped[float | None]
     epochs_done: Mapped[int | None]
+    # A trainer plugin's other metrics of the last epoch: {"val_loss": 1.52, ...} (None: none).
+    final_extra: Mapped[dict[str, Any] | None]
     # Provenance.
     config: Mapped[dict[str, Any]]
     git_sha: Mapped[str | None] = mapped_column(String(64))
@@ -96,6 +98,8 @@ class EpochRow(Base):
     test_error: Mapped[float | None]
     eta: Mapped[float | None]
     wall_time_s: Mapped[float | None]
+    # A trainer plugin's metrics beyond the columns above: {"val_loss": 1.52, ...} (None: none).
+    extra: Mapped[dict[str, Any] | None]
 
 
 class AttemptRow(Base):

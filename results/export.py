@@ -13,7 +13,8 @@ from typing import Final, Literal
 from results._contract import Storage
 from results._records import NotFoundError, SweepRecord
 from results.grids import cell_stats, epochs_frame, grid_csv, grid_frame, seed_grids, trials_frame
-from results.separability import TWINS, Comparison, report
+from results.separability import PERCENT_METRICS, TWINS, Comparison, report
+from sweeps import Objective
 
 __all__ = [
     "GridMetric",
@@ -21,6 +22,7 @@ __all__ = [
     "epochs_csv",
     "grid_text",
     "heatmap_png_bytes",
+    "objective",
     "optimizers",
     "separability",
     "trials_csv",
@@ -35,6 +37,12 @@ class NoTwinsError(ValueError):
     """The sweep has no L2 optimizer beside its decoupled twin, or its grids cannot be analysed (λ = 0 on an axis)."""
 
 
+def objective(sweep: SweepRecord) -> Objective:
+    """The sweep's objective: the metric its grids, heatmaps and verdict are about (specs from before objectives
+    existed: final test error, lower is better)."""
+    return Objective.model_validate(sweep.spec.get("objective") or {})
+
+
 def optimizers(sweep: SweepRecord) -> list[str]:
     """The sweep's optimizers, in spec order."""
     return [str(g["optimizer"]) for g in sweep.spec["grids"]]
@@ -47,10 +55,11 @@ def _check_optimizer(sweep: SweepRecord, optimizer: str) -> None:
 
 
 def grid_text(store: Storage, sweep: SweepRecord, optimizer: str, metric: GridMetric = "mean") -> str:
-    """One optimizer's α × λ grid as CSV: ``mean`` (percent; diverged cells marked), ``std``, ``n`` or
-    ``n_diverged`` of the final test error over seeds (:mod:`results.grids`)."""
+    """One optimizer's α × λ grid as CSV: ``mean`` (diverged cells marked), ``std``, ``n`` or ``n_diverged`` of the
+    final value of the sweep's objective over seeds (test error in percent unless the spec says otherwise;
+    :mod:`results.grids`)."""
     _check_optimizer(sweep, optimizer)
-    stats = cell_stats(store, sweep.id, optimizer)
+    stats = cell_stats(store, sweep.id, optimizer, objective(sweep).metric)
     if metric == "mean":
         return grid_csv(stats)
     text: str = grid_frame(stats, metric).to_csv(index_label=GRID_HEADER)
@@ -74,25 +83,34 @@ def heatmap_png_bytes(store: Storage, sweep: SweepRecord, optimizer: str | None 
     optimizer beside its decoupled twin where both ran (:func:`results.figures.optimizers_png`)."""
     from results.figures import heatmap_png, optimizers_png  # matplotlib: only when a picture is asked for
 
+    goal = objective(sweep)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "heatmap.png"
         if optimizer is None:
-            optimizers_png({o: cell_stats(store, sweep.id, o) for o in optimizers(sweep)}, path)
+            stats = {o: cell_stats(store, sweep.id, o, goal.metric) for o in optimizers(sweep)}
+            optimizers_png(stats, path, objective=goal)
         else:
             _check_optimizer(sweep, optimizer)
-            heatmap_png(cell_stats(store, sweep.id, optimizer), path, title=optimizer)
+            heatmap_png(cell_stats(store, sweep.id, optimizer, goal.metric), path, title=optimizer, objective=goal)
         return path.read_bytes()
 
 
 def separability(store: Storage, sweep: SweepRecord) -> list[Comparison]:
-    """Each L2 optimizer of the sweep against its decoupled twin (:func:`results.separability.report`).
+    """Each L2 optimizer of the sweep against its decoupled twin (:func:`results.separability.report`), on the
+    sweep's objective (negated where higher is better; scaled to its best value unless it is an error in percent).
     :class:`NoTwinsError` when no pair ran, or the grids cannot be analysed."""
     names = optimizers(sweep)
     paired = [o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)]
     if not paired:
         raise NoTwinsError(f"sweep {sweep.id} has no L2 optimizer beside its decoupled twin {TWINS}")
+    goal = objective(sweep)
+    sign = 1.0 if goal.mode == "min" else -1.0
+    grids = {}
+    for o in paired:
+        lrs, wds, seeds = seed_grids(store, sweep.id, o, goal.metric)
+        grids[o] = (lrs, wds, {seed: sign * values for seed, values in seeds.items()})
     try:
-        return report({o: seed_grids(store, sweep.id, o) for o in paired})
+        return report(grids, relative=goal.metric not in PERCENT_METRICS)
     except ValueError as exc:  # e.g. λ = 0 on an axis: the analysis is in log2
         raise NoTwinsError(f"cannot analyze sweep {sweep.id}: {exc}") from None
 

@@ -29,7 +29,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from results.separability import TWINS
+from results.separability import PERCENT_METRICS, TWINS
+from sweeps import Objective
 
 __all__ = [
     "DEFAULT_CLIP",
@@ -38,6 +39,7 @@ __all__ = [
     "colour_scale",
     "draw_heatmap",
     "heatmap_png",
+    "label",
     "learning_curves_png",
     "optimizers_png",
     "twins_png",
@@ -54,9 +56,24 @@ def _tick(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _best(stats: pd.DataFrame) -> float:
+_DEFAULT: Final = Objective()
+
+
+def label(objective: Objective) -> str:
+    """The metric as an axis reads it: ``test error (%)``, or its name."""
+    name = objective.metric.replace("_", " ")
+    return f"{name} (%)" if objective.metric in PERCENT_METRICS else name
+
+
+def _best(stats: pd.DataFrame, objective: Objective = _DEFAULT) -> float:
     ok = stats.loc[stats["state"] == "ok", "mean"]
-    return float(ok.min()) if len(ok) else math.nan
+    if not len(ok):
+        return math.nan
+    return float(ok.max() if objective.mode == "max" else ok.min())
+
+
+def _value(value: float, objective: Objective) -> str:
+    return f"{value:.2f} %" if objective.metric in PERCENT_METRICS else f"{value:.4g}"
 
 
 def circled(n_cells: int) -> int:
@@ -66,10 +83,16 @@ def circled(n_cells: int) -> int:
 
 
 def draw_heatmap(
-    ax: Axes, stats: pd.DataFrame, *, norm: Normalize, title: str = "", top_k: int | None = None
+    ax: Axes,
+    stats: pd.DataFrame,
+    *,
+    norm: Normalize,
+    title: str = "",
+    top_k: int | None = None,
+    objective: Objective = _DEFAULT,
 ) -> tuple[list[float], list[float]]:
     """Draw one optimizer's grid (:func:`results.grids.cell_stats`) on ``ax`` as the module docstring says, coloured
-    through ``norm`` (errors in percent). Returns the (α, λ) values of the rows and columns."""
+    through ``norm`` (from :func:`colour_scale`). Returns the (α, λ) values of the rows and columns."""
     lrs = sorted(set(stats["lr"]))
     wds = sorted(set(stats["weight_decay"]))
     grid = np.full((len(lrs), len(wds)), np.nan)
@@ -92,9 +115,10 @@ def draw_heatmap(
                     zorder=2,
                 )
             )
-    ax.imshow(np.clip(grid, norm.vmin, norm.vmax), origin="lower", cmap=_CMAP, norm=norm, aspect="equal")
+    cmap = _CMAP if objective.mode == "min" else f"{_CMAP}_r"  # the best cells dark either way
+    ax.imshow(np.clip(grid, norm.vmin, norm.vmax), origin="lower", cmap=cmap, norm=norm, aspect="equal")
     k = circled(len(stats)) if top_k is None else top_k
-    ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable").head(k)
+    ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable", ascending=objective.mode == "min").head(k)
     ax.scatter(
         [col[w] for w in ok["weight_decay"]],
         [row[a] for a in ok["lr"]],
@@ -108,8 +132,8 @@ def draw_heatmap(
     ax.set_yticks(range(len(lrs)), [_tick(a) for a in lrs])
     ax.set_xlabel("weight decay λ (raw per step)")
     ax.set_ylabel("learning rate α")
-    best = _best(stats)
-    ax.set_title(f"{title}  best {best:.2f} %" if title else f"best {best:.2f} %")
+    best = _value(_best(stats, objective), objective)
+    ax.set_title(f"{title}  best {best}" if title else f"best {best}")
     return lrs, wds
 
 
@@ -119,25 +143,43 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def colour_scale(stats: Sequence[pd.DataFrame], clip: float = DEFAULT_CLIP) -> Normalize:
-    """The colour scale of panels drawn together: from the lowest mean error to the highest, but at most ``clip``
-    points above the lowest (errors in percent)."""
+def colour_scale(
+    stats: Sequence[pd.DataFrame], clip: float = DEFAULT_CLIP, objective: Objective = _DEFAULT
+) -> Normalize:
+    """The colour scale of panels drawn together: from the best mean to the worst, but at most ``clip`` points
+    from the best for errors in percent (half the best's magnitude for other metrics)."""
     means = [float(v) for s in stats for v in s.loc[s["state"] == "ok", "mean"] if math.isfinite(v)]
     if not means:
         return Normalize(vmin=0.0, vmax=clip)
     low, high = min(means), max(means)
-    return Normalize(vmin=low, vmax=min(low + clip, high) if high > low else low + 1e-9)
+    if high <= low:
+        return Normalize(vmin=low, vmax=low + 1e-9)
+    if objective.metric not in PERCENT_METRICS:
+        clip = max(0.5 * abs(high if objective.mode == "max" else low), 1e-9)
+    if objective.mode == "max":
+        return Normalize(vmin=max(high - clip, low), vmax=high)
+    return Normalize(vmin=low, vmax=min(low + clip, high))
+
+
+def _extend(objective: Objective) -> str:
+    return "max" if objective.mode == "min" else "min"
 
 
 def heatmap_png(
-    stats: pd.DataFrame, path: Path, *, title: str = "", clip: float = DEFAULT_CLIP, top_k: int | None = None
+    stats: pd.DataFrame,
+    path: Path,
+    *,
+    title: str = "",
+    clip: float = DEFAULT_CLIP,
+    top_k: int | None = None,
+    objective: Objective = _DEFAULT,
 ) -> Path:
     """One optimizer's heatmap with its colour bar, 600×500 pixels."""
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
-    norm = colour_scale([stats], clip)
-    draw_heatmap(ax, stats, norm=norm, title=title, top_k=top_k)
-    fig.colorbar(ax.images[0], ax=ax, extend="max", label="test error (%)")
+    norm = colour_scale([stats], clip, objective)
+    draw_heatmap(ax, stats, norm=norm, title=title, top_k=top_k, objective=objective)
+    fig.colorbar(ax.images[0], ax=ax, extend=_extend(objective), label=label(objective))
     fig.tight_layout()
     return _save(fig, path)
 
@@ -148,6 +190,7 @@ def twins_png(
     *,
     clip: float = DEFAULT_CLIP,
     top_k: int | None = None,
+    objective: Objective = _DEFAULT,
 ) -> Path:
     """Each L2 optimizer (sgd, adam) beside its decoupled twin (sgdw, adamw), one pair per row, all panels on one
     colour scale (the lowest best error .. + ``clip`` points): 1100 × 500 pixels per pair. Optimizers without
@@ -157,11 +200,13 @@ def twins_png(
         raise ValueError(f"no L2 optimizer with its twin among {sorted(stats_by_optimizer)}; pairs: {TWINS}")
     fig = Figure(figsize=(11, 5 * len(pairs)))
     axes = fig.subplots(len(pairs), 2, squeeze=False)
-    norm = colour_scale([stats_by_optimizer[o] for pair in pairs for o in pair], clip)
+    norm = colour_scale([stats_by_optimizer[o] for pair in pairs for o in pair], clip, objective)
     for (l2, dw), row in zip(pairs, axes, strict=True):
-        draw_heatmap(row[0], stats_by_optimizer[l2], norm=norm, title=f"{l2} (L2)", top_k=top_k)
-        draw_heatmap(row[1], stats_by_optimizer[dw], norm=norm, title=f"{dw} (decoupled)", top_k=top_k)
-    fig.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), extend="max", label="test error (%)")
+        for ax, name, kind in ((row[0], l2, "L2"), (row[1], dw, "decoupled")):
+            draw_heatmap(
+                ax, stats_by_optimizer[name], norm=norm, title=f"{name} ({kind})", top_k=top_k, objective=objective
+            )
+    fig.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), extend=_extend(objective), label=label(objective))
     return _save(fig, path)
 
 
@@ -171,6 +216,7 @@ def optimizers_png(
     *,
     clip: float = DEFAULT_CLIP,
     top_k: int | None = None,
+    objective: Objective = _DEFAULT,
 ) -> Path:
     """Every optimizer of a sweep on one colour scale, two panels a row (550 × 500 pixels each): each L2 optimizer
     beside its decoupled twin where both ran, then the others. What ``heatmap.png`` serves by default: no optimizer
@@ -183,27 +229,38 @@ def optimizers_png(
     rows, cols = (len(ordered) + 1) // 2, min(2, len(ordered))
     fig = Figure(figsize=(5.5 * cols, 5 * rows), layout="constrained")  # labels of neighbouring panels never overlap
     axes = fig.subplots(rows, cols, squeeze=False)
-    norm = colour_scale([stats_by_optimizer[o] for o in ordered], clip)
+    norm = colour_scale([stats_by_optimizer[o] for o in ordered], clip, objective)
     paired = {o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)}
     for i, name in enumerate(ordered):
         kind = (" (L2)" if name in TWINS else " (decoupled)") if name in paired else ""
-        draw_heatmap(axes.flat[i], stats_by_optimizer[name], norm=norm, title=f"{name}{kind}", top_k=top_k)
+        panel = axes.flat[i]
+        draw_heatmap(
+            panel, stats_by_optimizer[name], norm=norm, title=f"{name}{kind}", top_k=top_k, objective=objective
+        )
     for ax in axes.flat[len(ordered) :]:
         ax.set_visible(False)
-    fig.colorbar(axes.flat[0].images[0], ax=axes.ravel().tolist(), extend="max", label="test error (%)")
+    fig.colorbar(axes.flat[0].images[0], ax=axes.ravel().tolist(), extend=_extend(objective), label=label(objective))
     return _save(fig, path)
 
 
-def learning_curves_png(epochs: pd.DataFrame, stats_by_optimizer: Mapping[str, pd.DataFrame], path: Path) -> Path:
-    """Test error (percent) per epoch at each optimizer's best cell (lowest mean over seeds among cells where no seed
-    diverged), as in the paper's Figures 3-4: the mean over seeds as a line, each seed faint. ``epochs`` is
-    :func:`results.grids.epochs_frame`; each trial's last attempt is used. 800×500 pixels."""
+def learning_curves_png(
+    epochs: pd.DataFrame,
+    stats_by_optimizer: Mapping[str, pd.DataFrame],
+    path: Path,
+    *,
+    objective: Objective = _DEFAULT,
+) -> Path:
+    """The objective (test error in percent by default) per epoch at each optimizer's best cell (best mean over
+    seeds among cells where no seed diverged), as in the paper's Figures 3-4: the mean over seeds as a line, each
+    seed faint. ``epochs`` is :func:`results.grids.epochs_frame`; each trial's last attempt is used. 800×500
+    pixels."""
+    metric = objective.metric
     fig = Figure(figsize=(8, 5))
     ax = fig.add_subplot()
     last = epochs[epochs["attempt"] == epochs.groupby("trial_id")["attempt"].transform("max")]
     for name, stats in stats_by_optimizer.items():
-        ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable")
-        if ok.empty:
+        ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable", ascending=objective.mode == "min")
+        if ok.empty or metric not in last:
             continue
         best = ok.iloc[0]
         cell = last[
@@ -212,12 +269,12 @@ def learning_curves_png(epochs: pd.DataFrame, stats_by_optimizer: Mapping[str, p
         if cell.empty:
             continue
         for _, seed in cell.groupby("seed"):
-            ax.plot(seed["epoch"], seed["test_error"], alpha=0.25, linewidth=0.8)
-        mean = cell.groupby("epoch")["test_error"].mean()
-        label = f"{name}: α={best['lr']:.3g}, λ={best['weight_decay']:.3g}"
-        ax.plot(mean.index, mean.to_numpy(), linewidth=2, label=label)
+            ax.plot(seed["epoch"], seed[metric], alpha=0.25, linewidth=0.8)
+        mean = cell.groupby("epoch")[metric].mean()
+        legend = f"{name}: α={best['lr']:.3g}, λ={best['weight_decay']:.3g}"
+        ax.plot(mean.index, mean.to_numpy(), linewidth=2, label=legend)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test error (%)")
+    ax.set_ylabel(label(objective))
     ax.set_title("learning curves at each optimizer's best cell")
     if ax.get_legend_handles_labels()[0]:
         ax.legend()

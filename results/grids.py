@@ -44,7 +44,7 @@ _PAGE: Final = 1000
 
 
 def _cell_row(lr: float, wd: float, points: list[GridPoint]) -> dict[str, object]:
-    errors = [p.final_test_error for p in points if p.status == "completed" and p.final_test_error is not None]
+    errors = [p.value for p in points if p.status == "completed" and p.value is not None]
     diverged = sum(p.status == "diverged" for p in points)
     n = len(errors)
     if n == 0 and diverged == 0:
@@ -67,11 +67,12 @@ def _cell_row(lr: float, wd: float, points: list[GridPoint]) -> dict[str, object
     }
 
 
-def cell_stats(store: Storage, sweep_id: int, optimizer: str) -> pd.DataFrame:
+def cell_stats(store: Storage, sweep_id: int, optimizer: str, metric: str = "test_error") -> pd.DataFrame:
     """One row per (α, λ) cell of one optimizer, ordered by α then λ, with the columns :data:`CELL_COLUMNS` (see the
-    module docstring). Empty (with those columns) when the sweep has no trial of ``optimizer``."""
+    module docstring), over the final values of ``metric`` (the sweep's objective). Empty (with those columns) when
+    the sweep has no trial of ``optimizer``."""
     cells: dict[tuple[float, float], list[GridPoint]] = {}
-    for p in store.grid(sweep_id, optimizer):
+    for p in store.grid(sweep_id, optimizer, metric):
         cells.setdefault((p.lr, p.weight_decay), []).append(p)
     rows = [_cell_row(lr, wd, points) for (lr, wd), points in sorted(cells.items())]
     return pd.DataFrame(rows, columns=list(CELL_COLUMNS))
@@ -148,9 +149,12 @@ _TRIAL_COLUMNS: Final = (
 
 def trials_frame(store: Storage, sweep_id: int) -> pd.DataFrame:
     """Every trial of a sweep, one row each, by trial id: place in the grid, status, final metrics (errors in
-    percent; NaN until finished, or where non-finite) and provenance. ``to_csv(index=False)`` gives the long CSV."""
+    percent; NaN until finished, or where non-finite), provenance, then a trainer's other final metrics (one column
+    each, by name). ``to_csv(index=False)`` gives the long CSV."""
     rows = []
-    for t in _all_trials(store, sweep_id):
+    trials = list(_all_trials(store, sweep_id))
+    extra = sorted({k for t in trials if t.final is not None for k in t.final.extra or {}})
+    for t in trials:
         f = t.final
         rows.append(
             (
@@ -172,9 +176,10 @@ def trials_frame(store: Storage, sweep_id: int) -> pd.DataFrame:
                 t.provenance.device,
                 t.provenance.host,
                 t.error,
+                *(None if f is None else (f.extra or {}).get(k) for k in extra),
             )
         )
-    return pd.DataFrame(rows, columns=list(_TRIAL_COLUMNS))
+    return pd.DataFrame(rows, columns=[*_TRIAL_COLUMNS, *extra])
 
 
 _EPOCH_COLUMNS: Final = (
@@ -200,28 +205,45 @@ def _metrics(e: EpochRecord) -> tuple[float | None, ...]:
 
 def epochs_frame(store: Storage, sweep_id: int, *, optimizer: str | None = None) -> pd.DataFrame:
     """Every stored epoch of every attempt of a sweep's trials (optionally one optimizer's), with the trial's place
-    in the grid, by trial, attempt and epoch. Errors in percent, ``eta`` = η_t, wall time in seconds."""
+    in the grid, by trial, attempt and epoch. Errors in percent, ``eta`` = η_t, wall time in seconds; a trainer's
+    other metrics follow, one column each by name (empty where an epoch did not report it)."""
     trials = {t.id: t for t in _all_trials(store, sweep_id) if optimizer is None or t.optimizer == optimizer}
-    rows = [
-        (t.id, t.optimizer, t.lr, t.weight_decay, t.seed, e.attempt, e.epoch, *_metrics(e))
+    epochs = [
+        (t, e)
         for e in store.sweep_epochs(sweep_id)  # one query for every epoch, not one per trial
         if (t := trials.get(e.trial_id)) is not None
     ]
-    return pd.DataFrame(rows, columns=list(_EPOCH_COLUMNS))
+    extra = sorted({k for _, e in epochs for k in e.extra or {}})
+    rows = [
+        (
+            t.id,
+            t.optimizer,
+            t.lr,
+            t.weight_decay,
+            t.seed,
+            e.attempt,
+            e.epoch,
+            *_metrics(e),
+            *((e.extra or {}).get(k) for k in extra),
+        )
+        for t, e in epochs
+    ]
+    return pd.DataFrame(rows, columns=[*_EPOCH_COLUMNS, *extra])
 
 
 def seed_grids(
-    store: Storage, sweep_id: int, optimizer: str
+    store: Storage, sweep_id: int, optimizer: str, metric: str = "test_error"
 ) -> tuple[list[float], list[float], dict[int, npt.NDArray[np.float64]]]:
-    """(α values, λ values raw per step, {seed: errors}) of one optimizer, for :func:`results.separability.analyze`:
-    ``errors[i, j]`` is that seed's final test error (percent) at α_i, λ_j; NaN where it diverged or did not finish."""
-    points = store.grid(sweep_id, optimizer)
+    """(α values, λ values raw per step, {seed: values}) of one optimizer, for :func:`results.separability.analyze`:
+    ``values[i, j]`` is that seed's final ``metric`` (test error in percent by default) at α_i, λ_j; NaN where it
+    diverged or did not finish."""
+    points = store.grid(sweep_id, optimizer, metric)
     lrs = sorted({p.lr for p in points})
     wds = sorted({p.weight_decay for p in points})
     row, col = {v: i for i, v in enumerate(lrs)}, {v: j for j, v in enumerate(wds)}
     grids: dict[int, npt.NDArray[np.float64]] = {}
     for p in points:
         g = grids.setdefault(p.seed, np.full((len(lrs), len(wds)), np.nan))
-        if p.status == "completed" and p.final_test_error is not None:
-            g[row[p.lr], col[p.weight_decay]] = p.final_test_error
+        if p.status == "completed" and p.value is not None:
+            g[row[p.lr], col[p.weight_decay]] = p.value
     return lrs, wds, grids

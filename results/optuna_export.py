@@ -1,12 +1,12 @@
 """Optuna interop: a sweep's trials as Optuna studies, so ``optuna-dashboard`` and ``optuna.visualization`` open them.
 
-One study per (sweep, optimizer), named ``sweep-<id>-<optimizer>``, direction ``minimize``. Each finished trial
-becomes one Optuna trial:
+One study per (sweep, optimizer), named ``sweep-<id>-<optimizer>``, its direction the sweep's objective's
+(``minimize`` for ``min``). Each finished trial becomes one Optuna trial:
 
 - params ``lr`` (α) and ``weight_decay`` (λ, raw per step), each a ``FloatDistribution(log=True)`` over the grid's
   range (linear, with a warning, where the range includes 0: a log distribution needs values > 0);
-- value = final top-1 test error (percent); intermediate values = test error per epoch (the trial's last attempt;
-  epochs without a finite test error are left out);
+- value = the final value of the sweep's objective (top-1 test error in percent by default); intermediate values =
+  that metric per epoch (the trial's last attempt; epochs without a finite value are left out);
 - user attributes: ``seed``, ``status`` (the store's), ``trial_id``, ``cell_id``; the study's user attributes hold the
   sweep's name, id and fingerprint and the units.
 
@@ -25,14 +25,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import optuna
 
 from results._contract import Storage
 from results._records import TrialRecord
-from results.separability import Separability
+from results.export import objective
+from results.separability import PERCENT_METRICS, Separability
+from sweeps import Objective
 
 __all__ = ["export_sweep", "importance_report", "param_importances", "study_name"]
 
@@ -54,10 +56,10 @@ def _distribution(name: str, values: list[float]) -> Any:
     return optuna.distributions.FloatDistribution(low, high, log=True)
 
 
-def _frozen(store: Storage, t: TrialRecord, distributions: dict[str, Any]) -> Any:
+def _frozen(store: Storage, t: TrialRecord, distributions: dict[str, Any], goal: Objective) -> Any:
     epochs = store.epochs(t.id, attempt=t.attempts) if t.attempts else []
-    intermediate = {e.epoch: e.test_error for e in epochs if e.test_error is not None and math.isfinite(e.test_error)}
-    value = t.final.test_error if t.final is not None else None
+    intermediate = {e.epoch: v for e in epochs if (v := e.metric(goal.metric)) is not None and math.isfinite(v)}
+    value = t.final.metric(goal.metric) if t.final is not None else None
     complete = t.status == "completed" and value is not None
     return optuna.trial.create_trial(
         state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL,
@@ -74,6 +76,7 @@ def export_sweep(store: Storage, sweep_id: int, storage: str, *, overwrite: bool
     ``sqlite:///optuna.db``) as the module docstring says; returns {optimizer: study name}. A study of that name
     already there raises Optuna's ``DuplicatedStudyError`` unless ``overwrite``, which deletes it first."""
     sweep = store.get_sweep(sweep_id)
+    goal = objective(sweep)
     by_optimizer: dict[str, list[TrialRecord]] = {}
     offset = 0
     while True:
@@ -88,20 +91,24 @@ def export_sweep(store: Storage, sweep_id: int, storage: str, *, overwrite: bool
         name = study_name(sweep_id, optimizer)
         if overwrite and name in optuna.study.get_all_study_names(storage):
             optuna.delete_study(study_name=name, storage=storage)
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
+        direction: Literal["minimize", "maximize"] = "minimize" if goal.mode == "min" else "maximize"
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction)
         for key, value in {
             "sweep_name": sweep.name,
             "sweep_id": sweep.id,
             "fingerprint": sweep.fingerprint,
             "optimizer": optimizer,
-            "units": "value: final top-1 test error (%); lr: α; weight_decay: λ raw per step",
+            "objective": goal.metric,
+            "units": f"value: final {goal.metric}"
+            + (" (%)" if goal.metric in PERCENT_METRICS else "")
+            + "; lr: α; weight_decay: λ raw per step",
         }.items():
             study.set_user_attr(key, value)
         distributions = {
             "lr": _distribution("lr", [t.lr for t in trials]),
             "weight_decay": _distribution("weight_decay", [t.weight_decay for t in trials]),
         }
-        study.add_trials([_frozen(store, t, distributions) for t in trials if t.status in _EXPORTED])
+        study.add_trials([_frozen(store, t, distributions, goal) for t in trials if t.status in _EXPORTED])
         names[optimizer] = name
     return names
 

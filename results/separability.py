@@ -16,6 +16,10 @@ Conventions shared by every number here:
   would otherwise dominate every variance and regret, and "much worse than the best" is all it tells us.
 - **Near-best rows.** A row (one α) is near-best when its lowest error is within ``max(1 point, 25 % of the best)``
   of the global best: with a best of 2 % that is 3 %; with a best of 20 %, 25 %.
+- **Other objectives** (a trainer's ``val_loss``; ``relative=True``): the values are whatever the metric measures,
+  lower is better (a metric where higher is better is analysed negated), and the cap and the near-best margin are
+  fractions of the best value's magnitude — ``cap`` = :data:`RELATIVE_CAP` (half of it), near-best within 25 % of it
+  — since "points" mean nothing for a loss in nats.
 """
 
 from __future__ import annotations
@@ -28,11 +32,23 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DEFAULT_CAP", "TWINS", "Comparison", "Separability", "analyze", "compare", "report"]
+__all__ = [
+    "DEFAULT_CAP",
+    "PERCENT_METRICS",
+    "RELATIVE_CAP",
+    "TWINS",
+    "Comparison",
+    "Separability",
+    "analyze",
+    "compare",
+    "report",
+]
 
 DEFAULT_CAP: Final = 5.0  # percentage points above the best error; see the module docstring
 _NEAR_POINTS: Final = 1.0  # near-best rows: within max(1 point, 25 % of the best) of the best
 _NEAR_FRACTION: Final = 0.25
+RELATIVE_CAP: Final = 0.5  # other objectives: the cap as a fraction of |best|
+PERCENT_METRICS: Final = frozenset({"test_error", "train_error"})  # objectives in percent: caps in points
 _SHIFTS: Final = (-2, -1, 1, 2)  # the coupling index moves α by 2^k for these k
 _LOG_TOL: Final = 1e-6  # two log2 values name the same grid value when they differ by less than this
 
@@ -101,8 +117,7 @@ def _parabola_vertex(x: FloatArray, y: FloatArray) -> float:
     return float(np.clip(-b / (2 * a), x0, x2))
 
 
-def _slope(errors: FloatArray, capped: FloatArray, la: FloatArray, lw: FloatArray, best: float) -> tuple[float, int]:
-    near = best + max(_NEAR_POINTS, _NEAR_FRACTION * best)
+def _slope(errors: FloatArray, capped: FloatArray, la: FloatArray, lw: FloatArray, near: float) -> tuple[float, int]:
     xs, ys = [], []
     for i in range(errors.shape[0]):
         row = errors[i]
@@ -166,9 +181,12 @@ def analyze(
     *,
     top_k: int = 10,
     cap: float = DEFAULT_CAP,
+    relative: bool = False,
 ) -> Separability:
     """Separability numbers of one grid: ``errors[i, j]`` = final test error (percent, NaN = diverged) at
-    α = ``lrs[i]`` and λ = ``wds[j]`` (raw per step). See :class:`Separability` for each number's definition."""
+    α = ``lrs[i]`` and λ = ``wds[j]`` (raw per step). See :class:`Separability` for each number's definition.
+    ``relative``: the values are another objective (lower is better) and ``cap`` is ignored: see the module
+    docstring."""
     e = np.asarray(errors, dtype=np.float64)
     la, lw = _log2_axis(lrs, "lrs"), _log2_axis(wds, "wds")
     if e.shape != (la.size, lw.size):
@@ -181,8 +199,12 @@ def analyze(
         raise ValueError("errors has no finite cell: nothing to analyze")
     bi, bj = (int(k) for k in np.unravel_index(int(np.nanargmin(e)), e.shape))
     best = float(e[bi, bj])
+    if relative:
+        cap, near = max(RELATIVE_CAP * abs(best), 1e-12), best + _NEAR_FRACTION * abs(best)
+    else:
+        near = best + max(_NEAR_POINTS, _NEAR_FRACTION * best)
     capped = np.where(np.isfinite(e), np.minimum(e, best + cap), best + cap)
-    slope, near_rows = _slope(e, capped, la, lw, best)
+    slope, near_rows = _slope(e, capped, la, lw, near)
     return Separability(
         coupling_slope=slope,
         coupling_index=_coupling_index(capped, la, lw, bi, bj, best),
@@ -271,12 +293,15 @@ TWINS: Final[dict[str, str]] = {"sgd": "sgdw", "adam": "adamw"}
 SeedGrids = tuple[Sequence[float], Sequence[float], Mapping[int, npt.ArrayLike]]
 
 
-def report(grids: Mapping[str, SeedGrids], *, top_k: int = 10, cap: float = DEFAULT_CAP) -> list[Comparison]:
+def report(
+    grids: Mapping[str, SeedGrids], *, top_k: int = 10, cap: float = DEFAULT_CAP, relative: bool = False
+) -> list[Comparison]:
     """One :class:`Comparison` per L2 optimizer in ``grids`` whose decoupled twin (:data:`TWINS`) is there too.
-    ``grids`` maps an optimizer to (α values, λ values raw per step, {seed: errors in percent}), as
-    :func:`results.grids.seed_grids` returns it; each seed's grid is analyzed on its own."""
+    ``grids`` maps an optimizer to (α values, λ values raw per step, {seed: errors in percent, or another
+    objective's values with ``relative``}), as :func:`results.grids.seed_grids` returns it; each seed's grid is
+    analyzed on its own."""
     by_seed = {
-        name: {seed: analyze(e, lrs, wds, top_k=top_k, cap=cap) for seed, e in seeds.items()}
+        name: {seed: analyze(e, lrs, wds, top_k=top_k, cap=cap, relative=relative) for seed, e in seeds.items()}
         for name, (lrs, wds, seeds) in grids.items()
     }
     return [compare((l2, by_seed[l2]), (dw, by_seed[dw])) for l2, dw in TWINS.items() if l2 in grids and dw in grids]

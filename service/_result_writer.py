@@ -10,6 +10,7 @@ store by its *driver id* ``host:pid:nonce``."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,19 @@ class ResultWriter(tune.Callback):
     """Writes what the chunks report into the store, and renews the driver's lease. Tune may pickle callbacks: the
     store (an engine with locks) is left out of the pickle and reopened from its URL if ever needed."""
 
-    def __init__(self, store: Storage, sweep_id: int, driver_id: str, chunks: dict[str, Chunk], lease: Lease):
+    def __init__(
+        self,
+        store: Storage,
+        sweep_id: int,
+        driver_id: str,
+        chunks: dict[str, Chunk],
+        lease: Lease,
+        *,
+        objective: str = "test_error",
+    ):
         self._store: Storage | None = store
+        self.retry_s = getattr(store, "retry_s", 0.0)  # the driver's patience with its database, kept on reopening
+        self.objective = objective  # the metric a completed cell must have reported
         self.url = store.url
         self.sweep_id, self.driver_id, self.chunks, self.lease = sweep_id, driver_id, chunks, lease
         self.progress = Progress()
@@ -65,7 +77,7 @@ class ResultWriter(tune.Callback):
     @property
     def store(self) -> Storage:
         if self._store is None:
-            self._store = SqlStorage(self.url, migrate=False)
+            self._store = SqlStorage(self.url, migrate=False, retry_s=self.retry_s)
         return self._store
 
     def _chunk(self, trial: tune.experiment.Trial) -> Chunk:
@@ -121,9 +133,20 @@ class ResultWriter(tune.Callback):
                 train_loss=last.get("train_loss"),
                 wall_time_s=r["wall_time_s"],
                 epochs_done=r["epochs_done"],
+                extra=last.get("extra") or None,
             )
             provenance = Provenance(prov.get("git_sha"), prov.get("package_versions"), r["device"], where.get("host"))
-            self._finish(trial_id, status, final=final, provenance=provenance)
+            error = None
+            if status == "completed" and final.metric(self.objective) is None:
+                # A trainer that never reports the sweep's objective has no result to put in the grid: say so.
+                built_in = ("train_loss", "train_error", "test_loss", "test_error")
+                reported = [k for k in built_in if _finite(last.get(k))] + sorted(last.get("extra") or {})
+                status = "failed"
+                error = (
+                    f"the last epoch does not report the sweep's objective {self.objective!r} "
+                    f"(it reports: {', '.join(reported) or 'nothing'})"
+                )
+            self._finish(trial_id, status, final=final, provenance=provenance, error=error)
 
     def _finish(self, trial_id: int, status: Any, **kwargs: Any) -> None:
         try:
@@ -184,6 +207,10 @@ class StopWhenAsked(tune.Stopper):
 def chunk_dirname(trial: Any) -> str:
     """A chunk's Tune folder: its Tune trial id (short, unique within the run)."""
     return str(trial.trial_id)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _error_text(trial: tune.experiment.Trial) -> str:

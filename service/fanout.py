@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from results import Storage, SweepRecord, SweepStatus, TransitionError, TrialRecord, TrialStatus
+from results.export import objective
 
 __all__ = ["ClusterError", "RunOptions", "RunSummary", "holder_dead", "init_ray", "plan_chunks", "run_sweep"]
 
@@ -284,7 +285,8 @@ def run_sweep(
         from service._result_writer import Chunk, Lease, ResultWriter, StopWhenAsked, chunk_dirname
 
         chunked = {k: Chunk(k, [t.id for t in c]) for k, c in keyed.items()}
-        writer = ResultWriter(store, sweep_id, driver_id, chunked, Lease(o.lease_seconds, o.heartbeat_s))
+        lease = Lease(o.lease_seconds, o.heartbeat_s)
+        writer = ResultWriter(store, sweep_id, driver_id, chunked, lease, objective=objective(sweep).metric)
         tune_dir = base / f"{prefix}-{driver_id.rsplit(':', 1)[-1]}"
         tuner = tune.Tuner(
             tune.with_resources(train_chunk, {"cpu": o.cpus_per_trial, "gpu": gpus}),

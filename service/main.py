@@ -23,7 +23,7 @@ from service.guard import Guard
 from service.routes import router
 from service.scheduler import Scheduler
 from service.schemas import SUBMISSION_TAGS
-from service.settings import Settings
+from service.settings import API_DB_RETRY_S, Settings
 from sweeps import DataPathError, SpecLimitError, UnknownPresetError
 
 __all__ = ["create_app"]
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SqlStorage(settings.database_url)
+        store = SqlStorage(settings.database_url, retry_s=API_DB_RETRY_S)
         scheduler = Scheduler(settings, store, log_dir=log_dir or Path("wdgrid-logs"))
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
         scheduler.start()

@@ -195,11 +195,13 @@ def grid_csv(
     sweep: SweepDep,
     optimizer: Annotated[OptimizerName, Query(description="Whose grid.")],
     metric: Annotated[
-        GridMetric, Query(description="mean or std of the final test error (percent) over seeds, n, n_diverged.")
+        GridMetric,
+        Query(description="mean or std over seeds of the sweep's objective (test error % by default), n, n_diverged."),
     ] = "mean",
 ) -> Response:
-    """One optimizer's α × λ grid (α down the rows, λ raw per step across) of the final test error over seeds:
-    ``mean`` (percent; diverged cells marked), ``std``, ``n`` (completed seeds) or ``n_diverged``."""
+    """One optimizer's α × λ grid (α down the rows, λ raw per step across) of the final value of the sweep's
+    objective over seeds (test error in percent unless the spec names another): ``mean`` (diverged cells marked),
+    ``std``, ``n`` (completed seeds) or ``n_diverged``."""
     from results.export import grid_text
 
     # A grid changes only when a trial changes status: pollers of a running sweep mostly get the cached text
@@ -223,7 +225,8 @@ def grid_csv(
     tags=["results"],
 )
 def trials_csv(store: StoreDep, sweep: SweepDep) -> Response:
-    """Every trial, one row each: grid place, status, final metrics (percent, seconds), provenance."""
+    """Every trial, one row each: grid place, status, final metrics (percent, seconds), provenance, then a
+    trainer's other final metrics by name."""
     from results.export import trials_csv as text
 
     return _file(text(store, sweep.id).encode(), "text/csv", f"sweep-{sweep.id}-trials.csv")
@@ -301,11 +304,11 @@ def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
 
 @router.get("/plugins", response_model=list[PluginPublic], tags=["presets"])
 def plugins() -> list[PluginPublic]:
-    """Every installed model and data set a spec may name (wdgrid's own and other packages'), with its docstring,
-    its arguments' schema and the package and version it comes from."""
+    """Every installed model, data set and trainer a spec may name (wdgrid's own and other packages'), with its
+    docstring, its arguments' schema, a trainer's metrics, and the package and version it comes from."""
     from sweeps import PluginKind, describe
 
-    kinds: tuple[PluginKind, ...] = ("model", "dataset")
+    kinds: tuple[PluginKind, ...] = ("model", "dataset", "trainer")
     return [PluginPublic.of(d) for kind in kinds for d in describe(kind)]
 
 

@@ -16,6 +16,11 @@ A driver that exits with an error before it took its sweep (a Ray cluster that c
 no node) leaves the sweep pending: it is retried after 2, 4, 8 ... ``poll_s`` (at most a minute), and after
 ``MAX_START_FAILURES`` failures in a row the sweep is marked failed with the driver's last log line as its error, so
 that it stops holding a slot and the user sees why (``POST /sweeps/{id}/resume`` queues it again).
+
+A driver that dies while it runs its sweep (killed, out of memory, a full disk, a database gone for longer than its
+retries) is restarted with the same back-off; a restart after which the sweep finished more cells counts as progress
+and resets the count. After ``MAX_RESTARTS`` restarts in a row without a cell finished, the sweep is failed with the
+driver's last log line: a driver that cannot make progress does not restart forever while the sweep says running.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = ["Scheduler"]
 log = logging.getLogger(__name__)
 
 MAX_START_FAILURES: Final = 3
+MAX_RESTARTS: Final = 5
 DRIVER: Final = (sys.executable, "-m", "service.cli", "drive")
 
 
@@ -59,6 +65,7 @@ class Scheduler:
         self.settings, self.store, self.log_dir, self.driver = settings, store, log_dir, tuple(driver)
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self._failures: dict[int, tuple[int, float]] = {}  # sweep id -> (start failures in a row, retry after)
+        self._finished_at_spawn: dict[int, int] = {}  # sweep id -> cells finished when its driver started
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="wdgrid-scheduler", daemon=True)
@@ -121,20 +128,36 @@ class Scheduler:
             self._spawn(sweep.id)
             busy.add(sweep.id)
 
+    def _finished(self, sweep_id: int) -> int:
+        counts = self.store.status_counts(sweep_id)
+        return counts["completed"] + counts["diverged"] + counts["failed"]
+
     def _exited(self, sweep_id: int, code: int) -> None:
-        """Book-keeping for a driver that exited: count a failed start, and give up after MAX_START_FAILURES."""
+        """Book-keeping for a driver that exited: count a failed start, or a death without progress while it ran the
+        sweep; back off, and give up after MAX_START_FAILURES (or MAX_RESTARTS) in a row."""
         sweep = self.store.get_sweep(sweep_id)
-        if code == 0 or sweep.status != "pending":
-            self._failures.pop(sweep_id, None)  # it ran (or was cancelled): not a failure to start
+        before = self._finished_at_spawn.pop(sweep_id, None)
+        if code == 0 or sweep.status not in ("pending", "running"):
+            self._failures.pop(sweep_id, None)  # it ran to its end (or was cancelled): not a failure
             return
+        starting = sweep.status == "pending"
+        if not starting and (before is None or self._finished(sweep_id) > before):
+            self._failures.pop(sweep_id, None)  # it died, but after progress: restart it as if for the first time
         failures = self._failures.get(sweep_id, (0, 0.0))[0] + 1
-        if failures < MAX_START_FAILURES:
+        if failures < (MAX_START_FAILURES if starting else MAX_RESTARTS):
             delay = min(60.0, self.settings.poll_s * 2**failures)
             self._failures[sweep_id] = (failures, time.monotonic() + delay)
-            log.warning("the driver of sweep %d failed to start (exit %s); retrying in %.1f s", sweep_id, code, delay)
+            what = "failed to start" if starting else "died without finishing a cell"
+            log.warning("the driver of sweep %d %s (exit %s); retrying in %.1f s", sweep_id, what, code, delay)
             return
         self._failures.pop(sweep_id, None)
-        why = f"its driver failed to start {failures} times (exit {code}): {self._last_line(sweep_id)}"
+        if starting:
+            why = f"its driver failed to start {failures} times (exit {code}): {self._last_line(sweep_id)}"
+        else:
+            why = (
+                f"its driver exited {failures} times in a row without finishing a cell (exit {code}): "
+                f"{self._last_line(sweep_id)}"
+            )
         log.error("sweep %d: %s", sweep_id, why)
         with contextlib.suppress(TransitionError):  # cancelled meanwhile: leave it
             self.store.set_sweep_status(sweep_id, "failed", error=why)
@@ -157,6 +180,7 @@ class Scheduler:
 
     def _spawn(self, sweep_id: int) -> None:
         env = self.settings.driver_environment(os.environ) | {"WDGRID_DATABASE_URL": self.store.url}
+        self._finished_at_spawn[sweep_id] = self._finished(sweep_id)
         with (self.log_dir / f"sweep-{sweep_id}.log").open("ab") as out:
             self.children[sweep_id] = subprocess.Popen(
                 [*self.driver, str(sweep_id)],

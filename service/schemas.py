@@ -135,6 +135,9 @@ class TrialPublic(_Public):
     train_loss: float | None = Field(description="Final mean train cross-entropy (last epoch).")
     wall_time_s: float | None = Field(description="Training seconds.")
     epochs_done: int | None = Field(description="Epochs trained (fewer than the spec's when it diverged).")
+    metrics: dict[str, float | None] | None = Field(
+        description="A trainer plugin's other metrics of the last epoch, by name (val_loss, ...); null: none."
+    )
     device: str | None = Field(description="Where it trained: cpu or cuda:N.")
     host: str | None = Field(description="Host name of the machine that trained it.")
     git_sha: str | None = Field(description="wdgrid's git commit that trained it, when known.")
@@ -162,6 +165,7 @@ class TrialPublic(_Public):
             train_loss=f.train_loss if f else None,
             wall_time_s=f.wall_time_s if f else None,
             epochs_done=f.epochs_done if f else None,
+            metrics=f.extra if f else None,
             device=t.provenance.device,
             host=t.provenance.host,
             git_sha=t.provenance.git_sha,
@@ -182,6 +186,9 @@ class EpochPublic(_Public):
     test_error: float | None = Field(description="Top-1, percent.")
     eta: float | None = Field(description="η_t, the schedule multiplier, at the epoch's last step.")
     wall_time_s: float | None = Field(description="Seconds of training since the attempt started.")
+    extra: dict[str, float | None] | None = Field(
+        default=None, description="A trainer plugin's other metrics of this epoch, by name; null: none."
+    )
 
 
 class AttemptPublic(_Public):
@@ -212,14 +219,20 @@ class PresetPublic(_Public):
 
 
 class PluginPublic(_Public):
-    kind: Literal["model", "dataset", "trainer"] = Field(description="What a spec names it as: model or dataset.")
+    kind: Literal["model", "dataset", "trainer"] = Field(
+        description="What a spec names it as: model, dataset or trainer."
+    )
     name: str = Field(description="Its name in a spec (the entry point's name).")
     entry_point: str = Field(description="module:attribute of the code that runs.")
     package: str = Field(description="The installed distribution that registers it.")
     version: str = Field(description="That distribution's version (it goes into each trial's provenance).")
     doc: str = Field(description="The first paragraph of its docstring.")
     args_schema: dict[str, Any] | None = Field(
-        description="JSON schema of its arguments (model_args / dataset_args); null: it takes none."
+        description="JSON schema of its arguments (model_args / dataset_args / trainer_args); null: it takes none."
+    )
+    metrics: list[str] | None = Field(
+        description="A trainer's metrics, reported every epoch: what the spec's objective may name (null: not "
+        "declared, or not a trainer; wdgrid's own loop reports test_error, test_loss, train_error, train_loss)."
     )
     error: str | None = Field(description="Why it cannot be imported here, when it cannot.")
 
@@ -234,6 +247,7 @@ class PluginPublic(_Public):
             version=i.version,
             doc=d.doc,
             args_schema=d.args_schema,
+            metrics=None if d.metrics is None else list(d.metrics),
             error=d.error,
         )
 

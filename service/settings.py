@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Final, Self
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +26,9 @@ from sweeps import (
 )
 
 __all__ = ["Settings"]
+
+
+API_DB_RETRY_S: Final = 2.0  # a request waits at most this long for an unreachable database, then gets a 503
 
 
 class Settings(BaseSettings):
@@ -60,6 +63,11 @@ class Settings(BaseSettings):
     )
     poll_s: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="Seconds between the scheduler's looks at the queue."
+    )
+    db_retry_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=120.0,
+        description="Seconds a sweep's driver rides out an unreachable database (retrying with back-off) before it "
+        "gives up and the controller restarts it; the API waits at most API_DB_RETRY_S, then answers 503.",
     )
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 2**20)] = Field(
         default=2**20, description="Longest request body accepted, in bytes (a longer one is a 413 before parsing)."

@@ -33,6 +33,7 @@ from sweeps._spec import (
     DEFAULT_MAX_EPOCHS,
     MAX_CELLS_CEILING,
     MAX_EPOCHS_CEILING,
+    METRICS,
     MODELS,
     N_TRAIN,
     OPTIMIZERS,
@@ -44,6 +45,7 @@ from sweeps._spec import (
     Grid,
     LogRange,
     ModelName,
+    Objective,
     OptimizerName,
     Precision,
     ScheduleSpec,
@@ -55,6 +57,7 @@ from sweeps._spec import (
     canonical_json,
     expand_axis,
     normalized_weight_decay,
+    trainer_metrics,
 )
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "GROUPS",
     "MAX_CELLS_CEILING",
     "MAX_EPOCHS_CEILING",
+    "METRICS",
     "MODELS",
     "N_TRAIN",
     "OPTIMIZERS",
@@ -80,6 +84,7 @@ __all__ = [
     "Grid",
     "LogRange",
     "ModelName",
+    "Objective",
     "OptimizerName",
     "PluginDescription",
     "PluginError",
@@ -112,4 +117,5 @@ __all__ = [
     "load_preset",
     "normalized_weight_decay",
     "resolve_data_path",
+    "trainer_metrics",
 ]

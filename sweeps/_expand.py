@@ -42,6 +42,7 @@ class TrainingConfig:
         schedule: ``{"name": fixed|step|cosine|warm_restarts, ...its arguments, times in epochs}``.
         precision: ``float32``, ``float64`` or ``bfloat16`` (see ``sweeps.Precision``).
         dataset_args, model_args: the plugins' arguments (JSON objects).
+        trainer: a trainer plugin that owns the loop, or None for wdgrid's own; trainer_args: its arguments.
     """
 
     dataset: str
@@ -56,6 +57,8 @@ class TrainingConfig:
     precision: Precision = "float32"
     dataset_args: Mapping[str, Any] = field(default_factory=dict)
     model_args: Mapping[str, Any] = field(default_factory=dict)
+    trainer: str | None = None
+    trainer_args: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -72,6 +75,8 @@ class TrainingConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if "name" not in self.schedule:
             raise ValueError("schedule must name its kind: {'name': 'cosine', ...}")
+        if self.trainer is None and self.trainer_args:
+            raise ValueError("trainer_args need a trainer")
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> TrainingConfig:
@@ -83,10 +88,13 @@ class TrainingConfig:
         return cls(**config)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON data: what the store keeps and a worker receives."""
+        """Plain JSON data: what the store keeps and a worker receives. Without a trainer the trainer fields are
+        left out, so every cell of wdgrid's own loop keeps the id it had before trainers existed."""
         d = asdict(self)
-        for name in ("schedule", "dataset_args", "model_args"):
+        for name in ("schedule", "dataset_args", "model_args", "trainer_args"):
             d[name] = dict(getattr(self, name))
+        if self.trainer is None:
+            del d["trainer"], d["trainer_args"]
         return d
 
     def cell_id(self) -> str:
@@ -158,6 +166,8 @@ def cells(spec: SweepSpec) -> tuple[Cell, ...]:
                         precision=spec.precision,
                         dataset_args=spec.dataset_args,
                         model_args=spec.model_args,
+                        trainer=spec.trainer,
+                        trainer_args=spec.trainer_args,
                     )
                     out.append(Cell(config.cell_id(), config, given))
     # Distinct λ_norm values could in principle round to one raw λ; the store keys trials on cell_id, so refuse.

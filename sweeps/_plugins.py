@@ -120,12 +120,14 @@ def _load(kind: PluginKind, name: str) -> Any:
 @dataclass(frozen=True)
 class PluginDescription:
     """What a user needs to name a plugin in a spec: where it comes from, its docstring, its arguments' JSON schema
-    (None: it takes none), and whether it could be imported here (``error`` says why not)."""
+    (None: it takes none), the metrics a trainer declares it reports (its ``METRICS``: what an objective may name;
+    None: not declared, or not a trainer), and whether it could be imported here (``error`` says why not)."""
 
     info: PluginInfo
     doc: str
     args_schema: dict[str, Any] | None
     error: str | None = None
+    metrics: tuple[str, ...] | None = None
 
 
 def describe(kind: PluginKind) -> list[PluginDescription]:
@@ -139,7 +141,9 @@ def describe(kind: PluginKind) -> list[PluginDescription]:
             continue
         model = args_model(plugin)
         doc = " ".join((getattr(plugin, "__doc__", None) or "").strip().split("\n\n")[0].split())
-        out.append(PluginDescription(info, doc, None if model is None else model.model_json_schema()))
+        declared = getattr(plugin, "METRICS", None) if kind == "trainer" else None
+        metrics = tuple(declared) if isinstance(declared, list | tuple) else None
+        out.append(PluginDescription(info, doc, None if model is None else model.model_json_schema(), None, metrics))
     return out
 
 

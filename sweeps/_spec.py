@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_MAX_EPOCHS",
     "MAX_CELLS_CEILING",
     "MAX_EPOCHS_CEILING",
+    "METRICS",
     "MODELS",
     "N_TRAIN",
     "OPTIMIZERS",
@@ -61,6 +62,7 @@ __all__ = [
     "Grid",
     "LogRange",
     "ModelName",
+    "Objective",
     "OptimizerName",
     "Precision",
     "ScheduleSpec",
@@ -72,6 +74,7 @@ __all__ = [
     "canonical_json",
     "expand_axis",
     "normalized_weight_decay",
+    "trainer_metrics",
 ]
 
 # A spec names models and data sets by their plugin (entry-point) name: wdgrid's built-ins below, or whatever an
@@ -98,6 +101,10 @@ OPTIMIZERS: Final[tuple[OptimizerName, ...]] = ("sgd", "sgdw", "adam", "adamw")
 Precision = Literal["float32", "float64", "bfloat16"]
 PRECISIONS: Final[tuple[Precision, ...]] = ("float32", "float64", "bfloat16")
 
+# What wdgrid's own training loop measures after every epoch, each a possible objective: errors are top-1 in percent,
+# losses mean cross-entropy. A trainer plugin reports its own (its METRICS).
+METRICS: Final[tuple[str, ...]] = ("test_error", "test_loss", "train_error", "train_loss")
+
 # B, the training examples per epoch, for the normalized weight decay λ = λ_norm·√(b / (B·T)). digits has 1797
 # images and no official split: the data module holds out a stratified 20 %, which leaves 1437 for training.
 N_TRAIN: Final[dict[DatasetName, int]] = {
@@ -116,7 +123,8 @@ MAX_EPOCHS_CEILING: Final = 100_000
 
 # The version of the canonical form: bump it when its layout changes, so old and new fingerprints never collide.
 # 2: the precision policy joined the training config (and with it every cell id). 3: the plugins' arguments.
-CANONICAL_VERSION: Final = 3
+# 4: the trainer, its arguments and the objective.
+CANONICAL_VERSION: Final = 4
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
@@ -323,6 +331,23 @@ ScheduleSpec = Annotated[
 ]
 
 
+class Objective(_Frozen):
+    """What a cell's result is: the final epoch's value of one reported metric, and whether lower or higher is
+    better. Grids, heatmaps, the separability verdict, the Optuna export and the CLI all read it."""
+
+    metric: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+            description="A metric measured every epoch: test_error (default), test_loss, train_error or train_loss "
+            "for wdgrid's own loop; one of a trainer's METRICS (GET /plugins) with a trainer.",
+        ),
+    ] = "test_error"
+    mode: Annotated[Literal["min", "max"], Field(description="min: lower is better; max: higher is better.")] = "min"
+
+
 # --- The spec -------------------------------------------------------------------------------------------------------
 class SweepSpec(_Frozen):
     """A sweep: one data set and model, a schedule, seeds, and one (α, λ) grid per optimizer.
@@ -364,6 +389,21 @@ class SweepSpec(_Frozen):
             description="Arguments of the model plugin (checked against its Args, if it has one).",
         ),
     ] = {}
+    trainer: Annotated[
+        str | None,
+        Field(
+            max_length=100,
+            description="An installed trainer plugin (GET /plugins) that owns each cell's training loop, for anything "
+            "that is not a classifier trained on cross-entropy; null (default): wdgrid's own loop.",
+        ),
+    ] = None
+    trainer_args: Annotated[
+        PluginArgs,
+        Field(validate_default=True, description="Arguments of the trainer plugin (checked against its Args)."),
+    ] = {}
+    objective: Annotated[
+        Objective, Field(description="The metric a cell's result is, and its direction (default: test_error, min).")
+    ] = Objective()
     epochs: Annotated[int, Field(strict=True, ge=1, description="Epochs each cell trains (T); capped by max_epochs.")]
     batch_size: Annotated[
         int, Field(strict=True, ge=1, le=MAX_BATCH, description="Examples per optimizer step (b), at most 2^20.")
@@ -404,11 +444,11 @@ class SweepSpec(_Frozen):
         ),
     ]
 
-    @field_validator("dataset", "model")
+    @field_validator("dataset", "model", "trainer")
     @classmethod
-    def _installed(cls, name: str, info: ValidationInfo) -> str:
-        kind: PluginKind = "dataset" if info.field_name == "dataset" else "model"
-        if name not in installed(kind):
+    def _installed(cls, name: str | None, info: ValidationInfo) -> str | None:
+        kind: PluginKind = "dataset" if info.field_name == "dataset" else info.field_name  # type: ignore[assignment]
+        if name is not None and name not in installed(kind):
             raise PydanticCustomError(
                 "unknown_plugin",
                 "no {kind} named '{name}' is installed; installed: {names}",
@@ -416,19 +456,21 @@ class SweepSpec(_Frozen):
             )
         return name
 
-    @field_validator("dataset_args", "model_args")
+    @field_validator("dataset_args", "model_args", "trainer_args")
     @classmethod
     def _plugin_args(cls, args: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        kind: PluginKind = "dataset" if info.field_name == "dataset_args" else "model"
+        kind: PluginKind = str(info.field_name).removesuffix("_args")  # type: ignore[assignment]
         try:
             text = canonical_json(args)
         except ValueError:  # NaN and ±inf have no JSON form: they could never be part of an id
             raise ValueError("must be JSON: no NaN or Infinity") from None
         _storable(text)
         name = info.data.get(kind)
-        if name is None:  # the name itself was refused: that error says it
+        if name is None:  # the name itself was refused (that error says it), or there is no trainer
+            if kind == "trainer" and args and "trainer" in info.data:
+                raise ValueError("trainer_args need a trainer")
             return args
-        fixed = DATASETS if kind == "dataset" else MODELS
+        fixed: tuple[str, ...] = {"dataset": DATASETS, "model": MODELS}.get(kind, ())
         if name in fixed and installed(kind)[name].package == "wdgrid":
             if args:  # wdgrid's own take no arguments: nothing to import to know that
                 raise ValueError(f"{kind} {name!r} takes no arguments; got {', '.join(sorted(args))}")
@@ -438,6 +480,22 @@ class SweepSpec(_Frozen):
         except PluginError as exc:
             raise ValueError(str(exc)) from None
         return args
+
+    @field_validator("objective")
+    @classmethod
+    def _known_metric(cls, objective: Objective, info: ValidationInfo) -> Objective:
+        if "trainer" not in info.data:  # the trainer was refused: that error says it
+            return objective
+        trainer = info.data["trainer"]
+        metrics = METRICS if trainer is None else trainer_metrics(trainer)
+        if metrics is not None and objective.metric not in metrics:
+            who = "wdgrid's own training loop" if trainer is None else f"trainer {trainer!r}"
+            raise PydanticCustomError(
+                "unknown_metric",
+                "{who} reports no metric '{metric}'; it reports: {names}",
+                {"who": who, "metric": objective.metric, "names": ", ".join(metrics)},
+            )
+        return objective
 
     @field_validator("schedule")
     @classmethod
@@ -560,6 +618,8 @@ class SweepSpec(_Frozen):
             check_data_paths("dataset", self.dataset, dict(self.dataset_args), data_dir)
         if self.model_args:
             check_data_paths("model", self.model, dict(self.model_args), data_dir)
+        if self.trainer is not None and self.trainer_args:
+            check_data_paths("trainer", self.trainer, dict(self.trainer_args), data_dir)
 
     # --- Identity -------------------------------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
@@ -572,6 +632,9 @@ class SweepSpec(_Frozen):
             "model": self.model,
             "dataset_args": self.dataset_args,
             "model_args": self.model_args,
+            "trainer": self.trainer,
+            "trainer_args": self.trainer_args,
+            "objective": self.objective.model_dump(mode="json"),
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "schedule": self.schedule.model_dump(mode="json"),
@@ -607,6 +670,18 @@ class SpecLimitError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def trainer_metrics(name: str) -> tuple[str, ...] | None:
+    """The metrics a trainer plugin declares it reports (its ``METRICS``), or None when it declares none (then any
+    objective is accepted, and a cell whose trainer does not report it fails naming it)."""
+    try:
+        declared = getattr(load_plugin("trainer", name), "METRICS", None)
+    except PluginError:
+        return None  # its import error is the trainer field's to report
+    if isinstance(declared, list | tuple) and all(isinstance(m, str) for m in declared):
+        return tuple(declared)
+    return None
 
 
 def normalized_weight_decay(lambda_norm: float, batch_size: int, n_train: int, epochs: float) -> float:

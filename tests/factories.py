@@ -14,6 +14,7 @@ import numpy as np
 
 from results import EpochRecord, FinalMetrics, Storage, SweepRecord, TrialRecord
 from sweeps import SweepSpec, expand
+from workers.data import DeviceData, load_dataset
 
 _SPEC: dict[str, Any] = {
     "name": "test sweep",
@@ -164,3 +165,10 @@ def write_imagefolder(folder: Path, *, classes: tuple[str, ...] = ("cat", "dog")
                 pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / split / name / f"{i}.png")
     return folder
+
+
+def load_whole(name: str, root: Path | None = None, **args: Any) -> DeviceData:
+    """A data set that loads whole into memory (every built-in and file format does), as ``DeviceData``."""
+    data = load_dataset(name, root, **args)
+    assert isinstance(data, DeviceData), f"{name} streams"
+    return data

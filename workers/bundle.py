@@ -28,6 +28,7 @@ during the call. On the CPU a resumed bundle ends with exactly the numbers of an
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from sweeps import TrainingConfig
-from workers.data import DeviceData
+from workers.data import Data
 from workers.models import build_model
 from workers.optimizers import make_optimizer
 from workers.train import (
@@ -53,6 +54,7 @@ from workers.train import (
     resolve_device,
     train_cells,
 )
+from workers.trainer import SharedData, run_trainer
 
 __all__ = [
     "BundleState",
@@ -96,9 +98,7 @@ class StackedCells(Cells):
     """K cells as one batched model: every parameter and buffer stacked along a new leading dimension (BatchNorm
     statistics too, so every cell normalizes with its own), one optimizer with per-cell α and λ tensors."""
 
-    def __init__(
-        self, configs: Sequence[TrainingConfig], data: DeviceData, device: torch.device, policy: PrecisionPolicy
-    ):
+    def __init__(self, configs: Sequence[TrainingConfig], data: Data, device: torch.device, policy: PrecisionPolicy):
         cfg, self.k = configs[0], len(configs)
         torch.manual_seed(cfg.seed)  # one initialization (the shared seed), stacked K times
         self.model = build_model(cfg.model, data.input_shape, data.n_classes, **cfg.model_args)
@@ -126,7 +126,7 @@ class StackedCells(Cells):
             t.copy_(state["buffers"][name])
 
 
-def batchable(config: TrainingConfig, data: DeviceData) -> str:
+def batchable(config: TrainingConfig, data: Data) -> str:
     """How K cells of ``config``'s model can train as one: ``explicit`` (the model has its own ``batched_forward``),
     ``vmap`` (its forward pass is a pure function of weights and input: ``torch.func.vmap`` over stacked weights
     gives each cell's own output), or ``no`` (it draws random numbers in its forward pass, like Shake-Shake or
@@ -142,15 +142,14 @@ def batchable(config: TrainingConfig, data: DeviceData) -> str:
 _BATCHABLE: dict[str, str] = {}  # per worker process: the check builds the model once
 
 
-def _check_batchable(name: str, args: dict[str, Any], data: DeviceData) -> str:
+def _check_batchable(name: str, args: dict[str, Any], data: Data) -> str:
     rng = torch.get_rng_state()  # the check must not move the training's RNG
     try:
         torch.manual_seed(0)
         model = build_model(name, data.input_shape, data.n_classes, **args)
         if getattr(model, "batched_forward", None) is not None:
             return "explicit"
-        idx = torch.arange(min(4, data.n_train), device=data.device)
-        x = data.train_batch(idx, torch.Generator().manual_seed(0), torch.float32)[0].cpu()
+        x = data.sample(4, torch.float32).cpu()
         model = copy.deepcopy(model).train()
         with torch.no_grad():
             first, again = model(x), model(x)
@@ -174,7 +173,7 @@ def train_bundle(
     *,
     device: str | torch.device = "auto",
     data_dir: str | Path | None = None,
-    data: DeviceData | None = None,
+    data: Data | None = None,
     batched: bool | None = None,
     on_checkpoint: Callable[[BundleState], None] | None = None,
     resume: Mapping[str, Any] | None = None,
@@ -196,6 +195,10 @@ def train_bundle(
     cfgs = [c if isinstance(c, TrainingConfig) else TrainingConfig.from_dict(c) for c in configs]
     check_bundle(cfgs)
     where = resolve_device(device)
+    if cfgs[0].trainer is not None:
+        if batched:
+            raise ValueError(f"trainer {cfgs[0].trainer!r} owns its loop: its cells train one after another")
+        return _train_with_trainer(cfgs, on_epoch, where, data_dir, data, on_checkpoint, resume)
     data = data if data is not None else load_data(cfgs[0], where, data_dir)
     policy = PrecisionPolicy.of(cfgs[0].precision)
     kind = batchable(cfgs[0], data) if len(cfgs) > 1 or batched else "no"
@@ -222,15 +225,7 @@ def train_bundle(
 
     def checkpoint(unit: int, state: Mapping[str, Any] | None) -> None:
         if on_checkpoint is not None:
-            on_checkpoint(
-                {
-                    "mode": mode,
-                    "chunk": chunk,
-                    "start": unit,
-                    "done": {i: _result_as_dict(r) for i, r in done.items()},
-                    "inner": state,
-                }
-            )
+            on_checkpoint(_state(mode, chunk, unit, done, state))
 
     for unit in range(start, len(cfgs), chunk):
         members = [cfgs[i] for i in range(unit, min(unit + chunk, len(cfgs)))]
@@ -247,6 +242,58 @@ def train_bundle(
         done.update(zip(range(unit, unit + len(members)), results, strict=True))
         checkpoint(unit + chunk, None)
     return [done[i] for i in range(len(cfgs))]
+
+
+def _train_with_trainer(
+    cfgs: Sequence[TrainingConfig],
+    on_epoch: Callable[[int, EpochMetrics], None] | None,
+    where: torch.device,
+    data_dir: str | Path | None,
+    data: Data | None,
+    on_checkpoint: Callable[[BundleState], None] | None,
+    resume: Mapping[str, Any] | None,
+) -> list[CellResult]:
+    """A trainer plugin's cells, one after another, checkpointed like the sequential path: the finished cells under
+    ``"done"``, the running cell's trainer state (when its trainer checkpoints) under ``"inner"``. The data set is
+    loaded once, when the first trainer asks for it."""
+    done: dict[int, CellResult] = {}
+    start, inner = 0, None
+    if resume is not None:
+        if resume["mode"] != "sequential":
+            raise ResumeMismatchError(f"the checkpoint trained this bundle {resume['mode']}, not sequential")
+        start, inner = int(resume["start"]), resume["inner"]
+        done = {int(i): _result_from_dict(cfgs[int(i)], r) for i, r in resume["done"].items()}
+    shared = SharedData(data)
+
+    def checkpoint(unit: int, state: Mapping[str, Any] | None) -> None:
+        if on_checkpoint is not None:
+            on_checkpoint(_state("sequential", 1, unit, done, state))
+
+    for unit in range(start, len(cfgs)):
+        done[unit] = run_trainer(
+            cfgs[unit],
+            None if on_epoch is None else functools.partial(on_epoch, unit),
+            device=where,
+            data_dir=data_dir,
+            data=shared,
+            on_checkpoint=lambda state, unit=unit: checkpoint(unit, state),  # type: ignore[misc]
+            resume=inner if unit == start else None,
+        )
+        checkpoint(unit + 1, None)
+    return [done[i] for i in range(len(cfgs))]
+
+
+def _state(
+    mode: str, chunk: int, unit: int, done: Mapping[int, CellResult], inner: Mapping[str, Any] | None
+) -> BundleState:
+    """A bundle's checkpoint (:data:`BundleState`): how it trains, where it is, what is done, the running unit."""
+    return {
+        "mode": mode,
+        "chunk": chunk,
+        "start": unit,
+        "done": {i: _result_as_dict(r) for i, r in done.items()},
+        "inner": inner,
+    }
 
 
 def finished_cells(state: BundleState) -> dict[int, CellResult]:

@@ -1,8 +1,9 @@
-"""The data registry: data sets a sweep can name, loaded whole into tensors on the training device.
+"""The data registry: data sets a sweep can name, loaded whole into tensors on the training device (or streamed).
 
-No per-sample Python runs while training: a data set is four tensors (train/test inputs and labels), batches are
-index gathers, and the paper's augmentation (random crop with 4-pixel zero padding, horizontal flip) runs batched on
-the device. Images stay uint8 on the device (all of CIFAR-10 is 150 MB) and are normalized per channel per batch.
+On the fast path no per-sample Python runs while training: a data set is four tensors (train/test inputs and
+labels, :class:`DeviceData`), batches are index gathers, and the paper's augmentation (random crop with 4-pixel zero
+padding, horizontal flip) runs batched on the device. Images stay uint8 on the device (all of CIFAR-10 is 150 MB)
+and are normalized per channel per batch.
 
 ==============  =========================================================================================
 name            source (nothing is downloaded unless asked for)
@@ -17,6 +18,9 @@ name            source (nothing is downloaded unless asked for)
                 pickles with ``data`` (N×3072 uint8, channel-major) and 1-based ``labels``
 ==============  =========================================================================================
 
+A data set that does not fit in memory is two ``torch.utils.data.Dataset`` s instead (:class:`StreamedData`), read
+batch by batch through a ``DataLoader`` in the same batch order; the training loop takes either (:data:`Data`).
+
 The data directory is an argument (the controller's ``WDGRID_DATA_DIR`` reaches workers with each chunk), by default
 :data:`DEFAULT_DATA_DIR`, ``~/.cache/wdgrid/data``. Nothing here reads the environment.
 """
@@ -27,7 +31,7 @@ import contextlib
 import logging
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -35,11 +39,22 @@ from typing import Any, Final
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 import sweeps
 from sweeps import load_plugin
 
-__all__ = ["DATASETS", "DEFAULT_DATA_DIR", "DataNotFoundError", "DeviceData", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_DATA_DIR",
+    "Data",
+    "DataNotFoundError",
+    "DeviceData",
+    "StreamedData",
+    "epoch_order",
+    "load_dataset",
+    "steps_per_epoch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +67,19 @@ class DataNotFoundError(FileNotFoundError):
 
 DEFAULT_DATA_DIR: Path = sweeps.DEFAULT_DATA_DIR
 """Where data sets live when no data directory is given (tests point it elsewhere)."""
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Batches per epoch: the last partial batch is kept unless it would hold a single example (which BatchNorm
+    cannot normalize in training mode)."""
+    return n_train // batch_size + (1 if n_train % batch_size > 1 else 0)
+
+
+def epoch_order(n_train: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    """A fresh random order of the training set (drawn from the CPU ``generator``), split into the epoch's batches
+    of indices (CPU tensors). Both kinds of data set use it, so a seed gives the same batches either way."""
+    order = torch.randperm(n_train, generator=generator)
+    return list(order.split(batch_size))[: steps_per_epoch(n_train, batch_size)]
 
 
 @dataclass(frozen=True)
@@ -111,6 +139,93 @@ class DeviceData:
 
     def test_inputs(self, dtype: torch.dtype) -> Tensor:
         return self._prepare(self.x_test, dtype)
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator, dtype: torch.dtype
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of training batches (inputs, labels) on this device, in :func:`epoch_order`."""
+        for idx in epoch_order(self.n_train, batch_size, generator):
+            yield self.train_batch(idx.to(self.device), generator, dtype)
+
+    def test_batches(self, batch_size: int, dtype: torch.dtype) -> Iterator[tuple[Tensor, Tensor]]:
+        """The test set in order, ``batch_size`` examples at a time."""
+        x_all = self.test_inputs(dtype)
+        for start in range(0, self.n_test, batch_size):
+            yield x_all[start : start + batch_size], self.y_test[start : start + batch_size]
+
+    def sample(self, n: int, dtype: torch.dtype) -> Tensor:
+        """The first ``n`` training inputs as the model sees them (for checks on a tiny batch)."""
+        return self._prepare(self.x_train[:n], dtype)
+
+
+_CPU: Final = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class StreamedData:
+    """A data set too large for memory: two ``torch.utils.data.Dataset`` s whose items are (input tensor, label),
+    read batch by batch through a ``DataLoader`` and moved to the device.
+
+    The training batches are exactly :class:`DeviceData`'s (the same :func:`epoch_order`, so a seed gives the same
+    batches whether a data set streams or not); inputs are cast to the run's dtype when they are floating point and
+    kept as they are otherwise (token ids). Nothing is augmented here: a Dataset's own transforms do that, in its
+    ``workers`` loader processes (0: in the training process).
+    """
+
+    name: str
+    train: Dataset[Any]
+    test: Dataset[Any]
+    n_classes: int
+    input_shape: tuple[int, ...]
+    device: torch.device = _CPU
+    workers: int = 0
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)  # type: ignore[arg-type]  # a map-style Dataset has a length
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test)  # type: ignore[arg-type]
+
+    def to(self, device: torch.device | str) -> StreamedData:
+        return replace(self, device=torch.device(device))
+
+    def _loader(self, dataset: Dataset[Any], batches: list[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
+        loader = DataLoader(
+            dataset, batch_sampler=batches, num_workers=self.workers, pin_memory=self.device.type == "cuda"
+        )
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _cast(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        return x.to(dtype) if x.is_floating_point() else x
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator, dtype: torch.dtype
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of training batches in :func:`epoch_order`, streamed."""
+        order = [idx.tolist() for idx in epoch_order(self.n_train, batch_size, generator)]
+        for x, y in self._loader(self.train, order):
+            yield self._cast(x, dtype), y
+
+    def test_batches(self, batch_size: int, dtype: torch.dtype) -> Iterator[tuple[Tensor, Tensor]]:
+        """The test set in order, streamed ``batch_size`` examples at a time."""
+        order = [list(range(i, min(i + batch_size, self.n_test))) for i in range(0, self.n_test, batch_size)]
+        for x, y in self._loader(self.test, order):
+            yield self._cast(x, dtype), y
+
+    def sample(self, n: int, dtype: torch.dtype) -> Tensor:
+        x, _ = next(self._loader(self.train, [list(range(min(n, self.n_train)))]))
+        return self._cast(x, dtype)
+
+
+Data = DeviceData | StreamedData
+"""A loaded data set: whole on the device (the fast path), or streamed from Datasets."""
 
 
 def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = CIFAR_PAD) -> Tensor:
@@ -298,13 +413,23 @@ arrays or tensors. Integer labels from 0; uint8 inputs of shape N×C×H×W are i
 augmented with random crop and flip, like CIFAR), anything else float features."""
 
 
-def as_device_data(name: str, loaded: DeviceData | Arrays) -> DeviceData:
-    """A plugin's return value as :class:`DeviceData` (CPU tensors); ``ValueError`` naming the plugin when it is
-    neither that nor four arrays with matching lengths."""
-    if isinstance(loaded, DeviceData):
+def as_data(name: str, loaded: DeviceData | StreamedData | Arrays) -> Data:
+    """A plugin's return value as :data:`Data` (CPU tensors, or Datasets to stream); ``ValueError`` naming the
+    plugin when it is none of :class:`DeviceData`, :class:`StreamedData` or four arrays with matching lengths."""
+    if isinstance(loaded, DeviceData | StreamedData):
+        if loaded.n_train == 0 or loaded.n_test == 0:
+            raise ValueError(f"data set {name!r}: {loaded.n_train} train and {loaded.n_test} test examples")
         return loaded
+    return as_device_data(name, loaded)
+
+
+def as_device_data(name: str, loaded: Arrays) -> DeviceData:
+    """Four arrays ``(x_train, y_train, x_test, y_test)`` as :class:`DeviceData` (CPU tensors); ``ValueError``
+    naming the data set when they are not four arrays with matching lengths and integer labels from 0."""
     if not (isinstance(loaded, tuple | list) and len(loaded) == 4):
-        raise ValueError(f"data set {name!r} returned {type(loaded).__name__}: expected DeviceData or 4 arrays")
+        raise ValueError(
+            f"data set {name!r} returned {type(loaded).__name__}: expected DeviceData, StreamedData or 4 arrays"
+        )
     x, y, x_test, y_test = (np.asarray(a.cpu() if isinstance(a, Tensor) else a) for a in loaded)
     if len(x) != len(y) or len(x_test) != len(y_test) or len(x) == 0 or len(x_test) == 0:
         raise ValueError(f"data set {name!r}: train {len(x)}/{len(y)} and test {len(x_test)}/{len(y_test)} examples")
@@ -317,12 +442,12 @@ def as_device_data(name: str, loaded: DeviceData | Arrays) -> DeviceData:
     return _as_data(name, x, y.astype(np.int64), x_test, y_test.astype(np.int64), n_classes, images=images)
 
 
-def load_dataset(name: str, root: Path | None = None, **args: Any) -> DeviceData:
+def load_dataset(name: str, root: Path | None = None, **args: Any) -> Data:
     """Load an installed data set plugin (a built-in or a package's ``wdgrid.datasets`` entry point) with its
-    arguments, into CPU tensors (``.to(device)`` moves it whole).
+    arguments, into CPU tensors (``.to(device)`` moves it whole), or as Datasets that stream to the device.
 
     Raises ``sweeps.PluginError`` naming the plugin when it is not installed (on this worker) and
     :class:`DataNotFoundError` naming the path when its files are missing.
     """
     loader = load_plugin("dataset", name)
-    return as_device_data(name, loader(root or DEFAULT_DATA_DIR, **args))
+    return as_data(name, loader(root or DEFAULT_DATA_DIR, **args))

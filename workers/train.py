@@ -1,7 +1,8 @@
 """The training loop — one step, one epoch, one precision policy — and ``train(config) -> CellResult`` for one cell.
 Runs without Ray, FastAPI or a database.
 
-Reads top to bottom: Results / Setup / Precision / Cells / The loop / One cell. The loop trains K cells that share
+Reads top to bottom: Precision / Cells / The loop / One cell (results and setup, shared with trainer plugins, are
+in ``workers.run``). The loop trains K cells that share
 everything but (α, λ) — K = 1 for ``train()``, K stacked copies for a batched bundle (``workers.bundle``) — so
 every path takes exactly the same steps: the data set lives whole on the training device (``workers.data``); each
 step gathers a batch by index, augments it on the device, computes each cell's mean cross-entropy, and takes one step
@@ -34,10 +35,19 @@ import torch
 from torch import Tensor, nn
 
 from sweeps import TrainingConfig
-from workers.data import DeviceData, load_dataset
+from workers.data import Data, steps_per_epoch
 from workers.models import build_model
 from workers.optimizers import make_optimizer, set_eta
-from workers.schedules import Schedule, make_schedule
+from workers.run import (
+    CellResult,
+    EpochMetrics,
+    RunStatus,
+    StopTraining,
+    build_schedule,
+    load_data,
+    resolve_device,
+)
+from workers.trainer import run_trainer
 
 __all__ = [
     "CellResult",
@@ -48,90 +58,12 @@ __all__ = [
     "StopTraining",
     "load_data",
     "resolve_device",
+    "steps_per_epoch",
     "train",
     "train_cells",
 ]
 
-RunStatus = Literal["completed", "diverged", "stopped"]
 EVAL_BATCH = 1024  # test examples per forward pass when measuring
-
-
-class StopTraining(Exception):
-    """Raise from ``on_epoch`` or ``on_checkpoint`` to end the run cleanly; it returns with status ``stopped``."""
-
-
-# --- Results ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EpochMetrics:
-    """Measured after one epoch. Errors are top-1 in percent; losses are mean cross-entropy; ``eta`` is η_t of the
-    epoch's last step; ``wall_time_s`` is seconds of training since the run started (resumes included)."""
-
-    epoch: int  # 1-based
-    train_loss: float
-    train_error: float
-    test_loss: float
-    test_error: float
-    eta: float
-    wall_time_s: float
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """The outcome of one cell's training. ``status`` is ``completed``, ``diverged`` (a non-finite loss; ``history``
-    ends with the last epoch measured before it) or ``stopped`` (a callback raised :class:`StopTraining`)."""
-
-    config: TrainingConfig
-    status: RunStatus
-    history: list[EpochMetrics]
-    device: str
-    wall_time_s: float  # seconds, whole run
-    diverged_at_epoch: int | None = None
-
-    @property
-    def final(self) -> EpochMetrics | None:
-        return self.history[-1] if self.history else None
-
-    @property
-    def test_error(self) -> float:
-        """Final top-1 test error in percent (NaN when no epoch was measured)."""
-        return self.history[-1].test_error if self.history else math.nan
-
-
-# --- Setup ------------------------------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_data(config: TrainingConfig, device: torch.device, data_dir: str | Path | None = None) -> DeviceData:
-    """The config's data set, whole on ``device``; ``data_dir`` None: ``workers.data.DEFAULT_DATA_DIR``."""
-    return load_dataset(config.dataset, Path(data_dir) if data_dir else None, **config.dataset_args).to(device)
-
-
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Batches per epoch: the last partial batch is kept unless it would hold a single example (which BatchNorm
-    cannot normalize in training mode)."""
-    return n_train // batch_size + (1 if n_train % batch_size > 1 else 0)
-
-
-def epoch_batches(n_train: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[Tensor]:
-    """A fresh random order of the training set, split into batches of indices on ``device``."""
-    order = torch.randperm(n_train, generator=generator).to(device)
-    return list(order.split(batch_size))[: steps_per_epoch(n_train, batch_size)]
-
-
-def build_schedule(config: TrainingConfig, n_train: int) -> Schedule:
-    params: dict[str, Any] = {
-        k: (tuple(v) if isinstance(v, list) else v) for k, v in config.schedule.items() if k != "name"
-    }
-    return make_schedule(
-        str(config.schedule["name"]),
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch(n_train, config.batch_size),
-        **params,
-    )
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -206,7 +138,7 @@ class Cells(ABC):
 class OneCell(Cells):
     """One cell's own ``nn.Module`` (K = 1)."""
 
-    def __init__(self, config: TrainingConfig, data: DeviceData, device: torch.device, policy: PrecisionPolicy):
+    def __init__(self, config: TrainingConfig, data: Data, device: torch.device, policy: PrecisionPolicy):
         self.k = 1
         torch.manual_seed(config.seed)  # initialization
         self.model = build_model(config.model, data.input_shape, data.n_classes, **config.model_args)
@@ -235,14 +167,13 @@ def _cross_entropies(logits: Tensor, y: Tensor, k: int, reduction: Literal["mean
     return losses.mean(dim=1) if reduction == "mean" else losses.double().sum(dim=1)
 
 
-def _evaluate(cells: Cells, data: DeviceData, policy: PrecisionPolicy) -> tuple[Tensor, Tensor]:
+def _evaluate(cells: Cells, data: Data, policy: PrecisionPolicy) -> tuple[Tensor, Tensor]:
     """Per-cell (sum of test cross-entropy, wrong top-1 predictions) as device tensors of shape (K,)."""
     loss_sum = torch.zeros(cells.k, device=data.device, dtype=torch.float64)
     wrong = torch.zeros(cells.k, device=data.device, dtype=torch.long)
-    x_all = data.test_inputs(policy.dtype)
     with torch.no_grad():
-        for start in range(0, x_all.shape[0], EVAL_BATCH):
-            x, y = policy.inputs(x_all[start : start + EVAL_BATCH]), data.y_test[start : start + EVAL_BATCH]
+        for x_batch, y in data.test_batches(EVAL_BATCH, policy.dtype):
+            x = policy.inputs(x_batch)
             with policy.forward(data.device):
                 logits = policy.logits(cells.forward(x))
             loss_sum += _cross_entropies(logits, y, cells.k, "sum")
@@ -253,7 +184,7 @@ def _evaluate(cells: Cells, data: DeviceData, policy: PrecisionPolicy) -> tuple[
 def train_cells(
     configs: Sequence[TrainingConfig],
     cells: Cells,
-    data: DeviceData,
+    data: Data,
     device: torch.device,
     on_epoch: Callable[[int, EpochMetrics], None] | None = None,
     *,
@@ -300,8 +231,7 @@ def train_cells(
             loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
             wrong = torch.zeros(k, device=device, dtype=torch.long)
             eta = 1.0
-            for idx in epoch_batches(data.n_train, cfg.batch_size, generator, device):
-                x, y = data.train_batch(idx, generator, policy.dtype)
+            for x, y in data.batches(cfg.batch_size, generator, policy.dtype):
                 with policy.forward(device):
                     logits = policy.logits(cells.forward(policy.inputs(x)))  # K×B×classes
                 losses = _cross_entropies(logits, y, k, "mean")
@@ -326,9 +256,9 @@ def train_cells(
             test_loss_sum, test_wrong = _evaluate(cells, data, policy)
             # One host sync per epoch: everything above stayed on the device.
             train_loss = (loss_sum / n_seen).tolist()
-            test_loss = (test_loss_sum / data.y_test.shape[0]).tolist()
+            test_loss = (test_loss_sum / data.n_test).tolist()
             train_err = (100.0 * wrong.double() / n_seen).tolist()
-            test_err = (100.0 * test_wrong.double() / data.y_test.shape[0]).tolist()
+            test_err = (100.0 * test_wrong.double() / data.n_test).tolist()
             wall = wall_before + time.perf_counter() - started
             for i in range(k):
                 if status[i] != "completed":
@@ -374,11 +304,12 @@ def train(
     *,
     device: str | torch.device = "auto",
     data_dir: str | Path | None = None,
-    data: DeviceData | None = None,
+    data: Data | None = None,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume: Mapping[str, Any] | None = None,
 ) -> CellResult:
-    """Train one cell and return its result.
+    """Train one cell and return its result: with wdgrid's loop, or with the config's trainer plugin
+    (:mod:`workers.trainer`), which owns its loop and reports through a context.
 
     Args:
         config: a :class:`~sweeps.TrainingConfig` or plain data of one (``TrainingConfig.as_dict``).
@@ -392,6 +323,10 @@ def train(
     """
     cfg = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
     where = resolve_device(device)
+    if cfg.trainer is not None:
+        return run_trainer(
+            cfg, on_epoch, device=where, data_dir=data_dir, data=data, on_checkpoint=on_checkpoint, resume=resume
+        )
     data = data if data is not None else load_data(cfg, where, data_dir)
     cells = OneCell(cfg, data, where, PrecisionPolicy.of(cfg.precision))
     forward = None if on_epoch is None else (lambda _i, m: on_epoch(m))

@@ -80,9 +80,10 @@ def provenance() -> dict[str, Any]:
 
 
 def plugin_packages(config: Mapping[str, Any]) -> dict[str, str]:
-    """The packages (name → version) that installed the cell's model and data set plugins on this worker."""
+    """The packages (name → version) that installed the cell's model, data set and trainer plugins on this
+    worker."""
     out = {}
-    kinds: tuple[PluginKind, ...] = ("model", "dataset")
+    kinds: tuple[PluginKind, ...] = ("model", "dataset", "trainer")
     for kind in kinds:
         info = installed(kind).get(str(config.get(kind)))
         if info is not None:

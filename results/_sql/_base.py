@@ -4,7 +4,7 @@ rows into the contract's frozen records, and :class:`SqlBase`, which every conce
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +33,17 @@ __all__ = ["DEFAULT_URL", "EPOCH_COLUMNS", "MIGRATIONS", "SqlBase", "upgrade"]
 
 DEFAULT_URL: Final = "sqlite:///wdgrid.db"
 MIGRATIONS: Final = Path(__file__).parent.parent / "migrations"
-EPOCH_COLUMNS: Final = ("train_loss", "train_error", "test_loss", "test_error", "eta", "wall_time_s")
+EPOCH_COLUMNS: Final = ("train_loss", "train_error", "test_loss", "test_error", "eta", "wall_time_s", "extra")
 
 
 def _finite(x: float | None) -> float | None:
     """None for None, NaN and ±inf — the same on every backend (SQLite would turn NaN into NULL but keep inf)."""
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _finite_map(values: Mapping[str, float | None] | None) -> dict[str, float | None] | None:
+    """A trainer's other metrics as JSON: non-finite values → None (JSON has no NaN); empty → None."""
+    return {k: _finite(v) for k, v in values.items()} if values else None
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -88,7 +93,13 @@ def _trial(r: TrialRow) -> TrialRecord:
     final = None
     if r.status in FINISHED or r.status == "failed":
         final = FinalMetrics(
-            r.final_test_error, r.final_train_error, r.final_test_loss, r.final_train_loss, r.wall_time_s, r.epochs_done
+            r.final_test_error,
+            r.final_train_error,
+            r.final_test_loss,
+            r.final_train_loss,
+            r.wall_time_s,
+            r.epochs_done,
+            r.final_extra,
         )
     return TrialRecord(
         r.id,
@@ -112,8 +123,8 @@ def _trial(r: TrialRow) -> TrialRecord:
     )
 
 
-def _epoch_values(m: EpochRecord) -> tuple[float | None, ...]:
-    return tuple(_finite(getattr(m, c)) for c in EPOCH_COLUMNS)
+def _epoch_values(m: EpochRecord) -> tuple[Any, ...]:
+    return (*(_finite(getattr(m, c)) for c in EPOCH_COLUMNS[:-1]), _finite_map(m.extra))
 
 
 # --- Engine and migrations ------------------------------------------------------------------------------------------

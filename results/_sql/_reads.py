@@ -114,8 +114,15 @@ class ReadsSql(SqlBase):
                 or 0
             )
 
-    def grid(self, sweep_id: int, optimizer: str) -> list[GridPoint]:
-        """One optimizer's α×λ×seed points of a sweep with their final test error, ordered by (α, λ, seed)."""
+    def grid(self, sweep_id: int, optimizer: str, metric: str = "test_error") -> list[GridPoint]:
+        """One optimizer's α×λ×seed points of a sweep with the final value of ``metric`` (a column's, or one of a
+        trainer's other metrics), ordered by (α, λ, seed)."""
+        column = {
+            "test_error": TrialRow.final_test_error,
+            "train_error": TrialRow.final_train_error,
+            "test_loss": TrialRow.final_test_loss,
+            "train_loss": TrialRow.final_train_loss,
+        }.get(metric, TrialRow.final_extra)
         cols = (
             TrialRow.id,
             TrialRow.cell_id,
@@ -124,7 +131,7 @@ class ReadsSql(SqlBase):
             TrialRow.weight_decay_given,
             TrialRow.seed,
             TrialRow.status,
-            TrialRow.final_test_error,
+            column,
         )
         q = (
             select(*cols)
@@ -132,4 +139,11 @@ class ReadsSql(SqlBase):
             .order_by(TrialRow.lr, TrialRow.weight_decay, TrialRow.seed)
         )
         with self._session(write=False) as s:
-            return [GridPoint(*row) for row in s.execute(q)]  # type: ignore[arg-type]  # status: a TrialStatus
+            rows = s.execute(q).all()
+        if column is TrialRow.final_extra:
+            return [GridPoint(*row[:-1], _number((row[-1] or {}).get(metric))) for row in rows]  # type: ignore[call-arg]
+        return [GridPoint(*row) for row in rows]
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -168,7 +168,7 @@ class SweepsSql(SqlBase):
             now, used = self._now(), dict[int, int]()
             copied = [
                 *("status", "final_test_error", "final_train_error", "final_test_loss", "final_train_loss"),
-                *("wall_time_s", "epochs_done", "git_sha", "package_versions", "device", "host"),
+                *("final_extra", "wall_time_s", "epochs_done", "git_sha", "package_versions", "device", "host"),
             ]
             for cell_id, src in sources.items():
                 dst = pending[cell_id]

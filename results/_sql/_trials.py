@@ -17,7 +17,7 @@ from results._records import (
     StaleAttemptError,
     TrialRecord,
 )
-from results._sql._base import EPOCH_COLUMNS, SqlBase, _epoch_values, _finite, _trial
+from results._sql._base import EPOCH_COLUMNS, SqlBase, _epoch_values, _finite, _finite_map, _trial
 from results._tables import AttemptRow, EpochRow, TrialRow
 
 __all__ = ["TrialsSql"]
@@ -83,7 +83,7 @@ class TrialsSql(SqlBase):
         if not 1 <= attempt <= trial.attempts:
             raise StaleAttemptError(f"trial {trial_id} has had {trial.attempts} attempts; got attempt {attempt}")
         stored = {
-            r.epoch: (r.train_loss, r.train_error, r.test_loss, r.test_error, r.eta, r.wall_time_s)
+            r.epoch: tuple(getattr(r, c) for c in EPOCH_COLUMNS)
             for r in s.scalars(
                 select(EpochRow).where(
                     EpochRow.trial_id == trial_id,
@@ -153,6 +153,7 @@ class TrialsSql(SqlBase):
             row.final_train_loss = _finite(final.train_loss)
             row.wall_time_s = _finite(final.wall_time_s)
             row.epochs_done = final.epochs_done
+            row.final_extra = _finite_map(final.extra)
             row.git_sha, row.package_versions = prov.git_sha, prov.package_versions
             row.device, row.host = prov.device, prov.host
             self._close_attempts(s, [trial_id], status, error=error, now=row.finished_at)

@@ -146,13 +146,17 @@ def trials(
         rows += page["data"]
         if not page["data"] or len(rows) >= page["count"]:
             break
+    objective = _call("GET", f"/sweeps/{sweep_id}").json()["spec"].get("objective") or {}
+    metric = str(objective.get("metric", "test_error"))
+    heading = {"test_error": "test error %", "train_error": "train error %"}.get(metric, metric.replace("_", " "))
     table = Table(title=f"sweep {sweep_id}: {len(rows)} trials")
-    for column in ("id", "optimizer", "α", "λ (raw)", "seed", "status", "attempts", "test error %"):
+    for column in ("id", "optimizer", "α", "λ (raw)", "seed", "status", "attempts", heading):
         table.add_column(column, justify="right")
     for t in rows:
-        error = "" if t["test_error"] is None else f"{t['test_error']:.2f}"
+        value = t[metric] if metric in t else (t.get("metrics") or {}).get(metric)
+        shown = "" if value is None else f"{value:.2f}" if metric.endswith("_error") else f"{value:.4g}"
         cells = (t["id"], t["optimizer"], f"{t['lr']:.4g}", f"{t['weight_decay']:.4g}", t["seed"], t["status"])
-        table.add_row(*(str(c) for c in cells), str(t["attempts"]), error)
+        table.add_row(*(str(c) for c in cells), str(t["attempts"]), shown)
     Console().print(table)
 
 

@@ -185,22 +185,24 @@ def run_command(
 
 @app.command()
 def plugins() -> None:
-    """The models and data sets installed here that a spec may name, with their packages and arguments."""
+    """The models, data sets and trainers installed here that a spec may name, with their packages and arguments."""
     from rich.console import Console
     from rich.table import Table
 
     from sweeps import PluginKind, describe
 
-    table = Table(title="installed plugins (name them in a spec's model / dataset)")
+    table = Table(title="installed plugins (name them in a spec's model / dataset / trainer)")
     for column in ("kind", "name", "package", "arguments"):
         table.add_column(column, no_wrap=True)
     table.add_column("what it is")
-    kinds: tuple[PluginKind, ...] = ("model", "dataset")
+    kinds: tuple[PluginKind, ...] = ("model", "dataset", "trainer")
     for kind in kinds:
         for d in describe(kind):
             schema = d.args_schema or {}
             args = ", ".join(schema.get("properties", {})) or "-"
             what = d.error or d.doc
+            if d.metrics:
+                what += f" (reports {', '.join(d.metrics)})"
             table.add_row(kind, d.info.name, f"{d.info.package} {d.info.version}", args, what or "-")
     Console().print(table)
 
@@ -215,7 +217,7 @@ def drive(sweep_id: Annotated[int, typer.Argument(min=1)]) -> None:
 
     settings = settings_or_fail()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with SqlStorage(settings.database_url) as store:
+    with SqlStorage(settings.database_url, retry_s=settings.db_retry_s) as store:
         try:
             summary = run_sweep(store, sweep_id, settings.run_options(), address=settings.ray_address)
         except ClusterError as exc:  # the sweep is untouched; the controller reads this line as its reason

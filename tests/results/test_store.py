@@ -374,7 +374,7 @@ class TestStorageContract:
         grid = store.grid(sweep.id, "adamw")
         assert len(grid) == 6
         assert [(p.lr, p.weight_decay, p.seed) for p in grid] == sorted((p.lr, p.weight_decay, p.seed) for p in grid)
-        assert [p.final_test_error for p in grid if p.trial_id == t.id] == [7.25]
+        assert [p.value for p in grid if p.trial_id == t.id] == [7.25]
         assert store.trials(sweep.id, status="completed")[1] == 1
 
     # --- Schema ---------------------------------------------------------------------------------------------------

@@ -328,6 +328,50 @@ def test_plugins_are_listed_checked_at_submission_and_trained_by_ray_workers(
         assert "wdgrid-examples" in versions and "wdgrid" in versions  # the plugin's package is in the provenance
 
 
+def test_a_trainer_sweep_is_refused_or_run_and_read_on_its_objective(server: Server):
+    lm = spec_data(
+        name="char lm",
+        dataset="python_source",
+        dataset_args={"chars": 8000, "block": 16},
+        model="char_transformer",
+        model_args={"d_model": 16, "layers": 1, "heads": 2},
+        trainer="char_lm",
+        objective={"metric": "val_loss", "mode": "min"},
+        epochs=2,
+        batch_size=64,
+        seeds=[0],
+        grids=[
+            {"optimizer": "adam", "lr": [1e-3, 3e-3], "weight_decay": [1e-4]},
+            {"optimizer": "adamw", "lr": [1e-3, 3e-3], "weight_decay": [1e-4]},
+        ],
+    )
+    with server.client() as c:
+        trainers = {p["name"]: p for p in c.get("/plugins").json() if p["kind"] == "trainer"}
+        assert trainers["char_lm"]["metrics"] == ["train_loss", "val_loss", "val_bpc"]
+        wrong = c.post("/sweeps", json=lm | {"objective": {"metric": "test_error"}})
+        assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "objective"]
+        assert "reports: train_loss, val_loss, val_bpc" in wrong.json()["detail"][0]["msg"]
+        bad = c.post("/sweeps", json=lm | {"trainer_args": {"clip": "high"}})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "trainer_args", "clip"]
+
+        created = c.post("/sweeps", json=lm)
+        assert created.status_code == 201, created.text
+        sweep_id = created.json()["id"]
+        done = wait_for(
+            lambda: (s := c.get(f"/sweeps/{sweep_id}").json())["status"] in ("completed", "failed") and s,
+            240,
+            "the trainer sweep",
+        )
+        assert done["status"] == "completed" and done["counts"]["completed"] == 4, done
+        trials = c.get(f"/sweeps/{sweep_id}/trials").json()["data"]
+        assert all(t["metrics"]["val_loss"] > 0 and t["test_error"] is None for t in trials)
+        grid = c.get(f"/sweeps/{sweep_id}/grid.csv", params={"optimizer": "adamw"}).text.splitlines()
+        values = {float(line.split(",")[1]) for line in grid[1:]}
+        assert values == {t["metrics"]["val_loss"] for t in trials if t["optimizer"] == "adamw"}
+        epochs = c.get(f"/sweeps/{sweep_id}/epochs.csv").text.splitlines()
+        assert epochs[0].endswith(",val_bpc,val_loss") and len(epochs) == 1 + 4 * 2
+
+
 def test_a_body_without_its_content_type_gets_a_hint_not_a_riddle(server: Server):
     with server.client() as c:
         r = c.post("/sweeps", content=json.dumps({"preset": "smoke"}), headers={"Content-Type": "text/plain"})

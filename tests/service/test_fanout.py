@@ -176,6 +176,41 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_every_attempt_is_rec
         assert [epochs[(2, e)].test_loss for e in range(1, 5)] == train_like_a_worker(t.config)
 
 
+def test_a_trainer_plugins_killed_cell_resumes_from_its_own_checkpoint(store: Storage):
+    # The example package's character-level LM: its trainer checkpoints through the context every epoch.
+    spec = make_spec(
+        dataset="python_source",
+        dataset_args={"chars": 12_000, "block": 16},
+        model="char_transformer",
+        model_args={"d_model": 16, "layers": 1, "heads": 2},
+        trainer="char_lm",
+        objective={"metric": "val_loss"},
+        epochs=4,
+        batch_size=64,
+        seeds=[0],
+        grids=[{"optimizer": "adamw", "lr": [0.003], "weight_decay": [0.001]}],
+    )
+    sweep = store.create_sweep(expand(spec))
+    killer = KillWorkerOnce()
+    summary = run_sweep(store, sweep.id, FAST, callbacks=[killer])
+    assert killer.killed is not None and (summary.status, summary.retries) == ("completed", 1)
+    [t] = all_trials(store, sweep.id)
+    assert t.attempts == 2 and t.final is not None and t.final.metric("val_loss") is not None
+    assert t.provenance.package_versions and "wdgrid-examples" in t.provenance.package_versions
+    epochs = {(e.attempt, e.epoch): e for e in store.epochs(t.id)}
+    assert sorted(e for a, e in epochs if a == 2) == [1, 2, 3, 4]
+    # Epochs up to the checkpoint came back from it (the same wall time: not trained again), the rest trained anew,
+    # and the whole run ends with the uninterrupted run's numbers.
+    assert epochs[(2, 1)].wall_time_s == epochs[(1, 1)].wall_time_s
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = train(t.config)
+    finally:
+        torch.set_num_threads(threads)
+    assert [epochs[(2, e)].metric("val_loss") for e in range(1, 5)] == [m.extra["val_loss"] for m in whole.history]
+
+
 def test_an_exception_in_training_is_retried_then_the_cells_fail(store: Storage, tmp_path: Path, monkeypatch):
     # CIFAR-10 is not in the (empty) data directory: every attempt fails when it loads the data.
     grids = [{"optimizer": "sgd", "lr": [0.1], "weight_decay": [0.0]}]

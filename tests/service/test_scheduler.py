@@ -10,12 +10,26 @@ import time
 from pathlib import Path
 
 from results import SqlStorage
-from service.scheduler import MAX_START_FAILURES, Scheduler
+from service.scheduler import MAX_RESTARTS, MAX_START_FAILURES, Scheduler
 from service.settings import Settings
 from sweeps import expand
 from tests.factories import make_spec
 
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")  # a driver that has not taken its sweep yet
+# A driver that takes its sweep, finishes (with FINISH=1 in its environment) one cell, and dies: a full disk.
+DIES_RUNNING = (
+    sys.executable,
+    "-c",
+    "import os, socket, sys\n"
+    "from results import FinalMetrics, SqlStorage\n"
+    "from service.fanout import holder_dead\n"
+    "store, sweep = SqlStorage(os.environ['WDGRID_DATABASE_URL'], migrate=False), int(sys.argv[1])\n"
+    "store.acquire_sweep(sweep, f'{socket.gethostname()}:{os.getpid()}:x', lease_seconds=60, holder_dead=holder_dead)\n"
+    "if store.get_sweep(sweep).status == 'pending': store.set_sweep_status(sweep, 'running')\n"
+    "if os.environ.get('FINISH') and (t := store.claim_trial(sweep, lease_seconds=60)):\n"
+    "    store.finish_trial(t.id, t.attempts, 'completed', final=FinalMetrics(test_error=1.0))\n"
+    "print('OSError: [Errno 28] No space left on device'); sys.exit(1)\n",
+)
 BROKEN = (sys.executable, "-c", "import sys; print('wdgrid: cannot join the Ray cluster at head:6380'); sys.exit(1)")
 
 
@@ -60,3 +74,44 @@ def test_a_driver_that_cannot_start_backs_off_then_fails_its_sweep_with_the_reas
         assert "cannot join the Ray cluster at head:6380" in failed.error
         assert store.resume_sweep(sweep.id) == 0 and store.get_sweep(sweep.id).status == "pending"  # user retries
         scheduler.stop()
+
+
+def run_until_failed(store: SqlStorage, sweep_id: int, scheduler: Scheduler, timeout: float = 60) -> int:
+    starts, deadline = 0, time.monotonic() + timeout
+    while store.get_sweep(sweep_id).status in ("pending", "running"):
+        assert time.monotonic() < deadline, "the sweep never failed"
+        before = {k: c.pid for k, c in scheduler.children.items()}
+        scheduler.tick()
+        starts += sum(1 for k, c in scheduler.children.items() if before.get(k) != c.pid)
+        time.sleep(0.02)
+    return starts
+
+
+def test_a_driver_that_dies_while_running_is_restarted_with_back_off_then_fails_its_sweep(tmp_path: Path):
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+        sweep = store.create_sweep(expand(make_spec()))
+        settings = Settings(database_url=store.url, max_concurrent_sweeps=1, poll_s=0.05)
+        scheduler = Scheduler(settings, store, log_dir=tmp_path, driver=DIES_RUNNING)
+        started = time.monotonic()
+        starts = run_until_failed(store, sweep.id, scheduler)
+        failed = store.get_sweep(sweep.id)
+        assert failed.status == "failed" and starts == MAX_RESTARTS
+        # backed off: 0.1 + 0.2 + 0.4 + 0.8 s between the restarts, not one restart per 50 ms tick
+        assert time.monotonic() - started >= 1.5
+        assert (
+            failed.error is not None
+            and f"exited {MAX_RESTARTS} times in a row without finishing a cell" in failed.error
+        )
+        assert "No space left on device" in failed.error
+
+
+def test_a_driver_that_dies_after_progress_starts_its_count_again(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FINISH", "1")  # each run finishes one cell, then dies
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+        spec = make_spec(seeds=[0], grids=[{"optimizer": "adamw", "lr": [0.001], "weight_decay": [0.0, 0.1]}])
+        sweep = store.create_sweep(expand(spec))  # 2 cells: 2 runs make progress, then MAX_RESTARTS do not
+        settings = Settings(database_url=store.url, max_concurrent_sweeps=1, poll_s=0.05)
+        scheduler = Scheduler(settings, store, log_dir=tmp_path, driver=DIES_RUNNING)
+        starts = run_until_failed(store, sweep.id, scheduler)
+        assert store.get_sweep(sweep.id).status == "failed"
+        assert store.status_counts(sweep.id)["completed"] == 2 and starts == 2 + MAX_RESTARTS - 1

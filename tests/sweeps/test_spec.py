@@ -213,9 +213,9 @@ def test_fingerprint_and_cell_ids_are_stable_across_processes():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"}
     ).stdout.split()
     assert out == [spec.fingerprint(), *[c.cell_id for c in cells(spec)]]
-    # A golden value: a change here changes every stored sweep's identity, so it must be deliberate (version 3:
-    # the precision policy and the plugins' arguments joined the canonical form and every cell's training config).
-    assert spec.fingerprint() == "614afc053329a54d63ffe7db838b879c8c383385c4628da7dfa623e7de8dc9ee"
+    # A golden value: a change here changes every stored sweep's identity, so it must be deliberate (version 4:
+    # the trainer, its arguments and the objective joined the canonical form; a cell without a trainer kept its id).
+    assert spec.fingerprint() == "22b3e2629cdb28ac22a1e959e7e810b3b390cb797db9e774bd05f1cdff7e4d08"
 
 
 @settings(max_examples=30, deadline=None)

@@ -7,34 +7,34 @@ import pytest
 import torch
 
 from sweeps import PluginError
-from tests.factories import write_cifar, write_imagenet32
-from workers.data import DataNotFoundError, load_dataset, random_crop_flip
+from tests.factories import load_whole, write_cifar, write_imagenet32
+from workers.data import DataNotFoundError, random_crop_flip
 
 
 def test_mnist1d_is_generated_once_and_then_read_from_its_cache(wdgrid_data_dir):
-    data = load_dataset("mnist1d")
+    data = load_whole("mnist1d")
     assert data.x_train.shape == (4000, 40) and data.x_test.shape == (1000, 40)
     assert data.n_classes == 10 and set(data.y_train.tolist()) == set(range(10))
     cache = wdgrid_data_dir / "mnist1d.npz"
     stamp = cache.stat().st_mtime_ns
-    again = load_dataset("mnist1d")
+    again = load_whole("mnist1d")
     assert cache.stat().st_mtime_ns == stamp
     assert torch.equal(again.x_train, data.x_train)
 
 
 def test_digits_is_a_fixed_stratified_split():
-    data = load_dataset("digits")
+    data = load_whole("digits")
     assert data.x_train.shape == (1437, 1, 8, 8) and data.x_test.shape == (360, 1, 8, 8)
     assert float(data.x_train.min()) >= 0.0 and float(data.x_train.max()) <= 1.0
     counts = torch.bincount(data.y_test, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 per class
-    assert torch.equal(load_dataset("digits").y_test, data.y_test)
+    assert torch.equal(load_whole("digits").y_test, data.y_test)
 
 
 @pytest.mark.parametrize("n_classes", [10, 100])
 def test_cifar_reads_the_real_pickle_format(tmp_path, n_classes):
     write_cifar(tmp_path, n_classes=n_classes)
-    data = load_dataset(f"cifar{n_classes}", tmp_path)
+    data = load_whole(f"cifar{n_classes}", tmp_path)
     assert data.x_train.shape == (40, 3, 32, 32) and data.x_train.dtype == torch.uint8
     assert data.x_test.shape == (10, 3, 32, 32)
     assert data.n_classes == n_classes and data.augment
@@ -55,7 +55,7 @@ def test_cifar_pixels_land_in_channel_major_order(tmp_path):
 
     with (folder / "data_batch_1").open("rb") as f:
         raw = pickle.load(f)
-    data = load_dataset("cifar10", tmp_path)
+    data = load_whole("cifar10", tmp_path)
     first = torch.as_tensor(raw["data"][0]).view(3, 32, 32)
     assert torch.equal(data.x_train[0], first)
     assert data.y_train[0].item() == raw["labels"][0]
@@ -63,7 +63,7 @@ def test_cifar_pixels_land_in_channel_major_order(tmp_path):
 
 def test_imagenet32_reads_the_published_pickles_with_one_based_labels(tmp_path):
     folder = write_imagenet32(tmp_path)
-    data = load_dataset("imagenet32", tmp_path)
+    data = load_whole("imagenet32", tmp_path)
     assert data.x_train.shape == (40, 3, 32, 32) and data.x_test.shape == (6, 3, 32, 32)
     import pickle
 
@@ -76,12 +76,12 @@ def test_imagenet32_reads_the_published_pickles_with_one_based_labels(tmp_path):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagenet32"])
 def test_missing_data_is_a_clear_error_naming_the_path(tmp_path, name):
     with pytest.raises(DataNotFoundError, match=str(tmp_path)):
-        load_dataset(name, tmp_path)
+        load_whole(name, tmp_path)
 
 
 def test_an_unknown_dataset_is_an_error_naming_the_field_and_what_is_installed():
     with pytest.raises(PluginError, match=r"no dataset named 'imagenet64' is installed; installed: cifar10, ") as e:
-        load_dataset("imagenet64")
+        load_whole("imagenet64")
     assert e.value.field == "dataset"
 
 
@@ -110,15 +110,15 @@ def test_random_crop_flip_varies_per_image():
 
 
 def test_a_corrupt_mnist1d_cache_is_named_and_rebuilt(tmp_path, caplog):
-    good = load_dataset("mnist1d", tmp_path)
+    good = load_whole("mnist1d", tmp_path)
     cache = tmp_path / "mnist1d.npz"
     cache.write_bytes(cache.read_bytes()[:1000])  # truncated, as a full disk or a killed writer leaves it
     with caplog.at_level("WARNING", logger="workers.data"):
-        again = load_dataset("mnist1d", tmp_path)
+        again = load_whole("mnist1d", tmp_path)
     assert f"the cache {cache} cannot be read" in caplog.text and "rebuilding it" in caplog.text
     assert torch.equal(again.x_train, good.x_train)
     caplog.clear()
-    load_dataset("mnist1d", tmp_path)  # rebuilt: read without a word
+    load_whole("mnist1d", tmp_path)  # rebuilt: read without a word
     assert "cannot be read" not in caplog.text
 
 
@@ -126,5 +126,5 @@ def test_a_data_directory_that_cannot_be_written_trains_from_memory(tmp_path, ca
     (tmp_path / "a-file").write_text("not a folder")
     root = tmp_path / "a-file" / "data"  # cannot be created, even by root (who ignores read-only modes)
     with caplog.at_level("WARNING", logger="workers.data"):
-        data = load_dataset("mnist1d", root)
+        data = load_whole("mnist1d", root)
     assert data.x_train.shape == (4000, 40) and "training from memory" in caplog.text

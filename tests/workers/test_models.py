@@ -84,6 +84,8 @@ def test_shake_shake_eval_is_deterministic_and_training_is_not():
 
 
 def test_an_unknown_model_is_an_error_naming_the_field_and_what_is_installed():
-    with pytest.raises(PluginError, match=r"no model named 'vgg16' is installed; installed: cnn1d, ") as caught:
+    with pytest.raises(
+        PluginError, match=r"no model named 'vgg16' is installed; installed: char_transformer, cnn1d, "
+    ) as caught:
         build_model("vgg16", (3, 32, 32), 10)
     assert caught.value.field == "model"

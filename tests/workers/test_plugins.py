@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from sweeps import TrainingConfig
+from tests.factories import load_whole
 from workers.bundle import batchable, train_bundle
-from workers.data import load_dataset
 from workers.train import train
 
 BLOBS = {
@@ -26,7 +26,7 @@ DIGITS = BLOBS | {"dataset": "digits", "dataset_args": {}, "model": "small_convn
 def test_a_data_set_plugin_returning_arrays_trains_and_learns():
     result = train(BLOBS)
     assert result.status == "completed" and result.test_error < 50.0  # 4 classes: chance is 75 %
-    assert load_dataset("gaussian_blobs", dims=8).x_train.shape == (2048, 8)
+    assert load_whole("gaussian_blobs", dims=8).x_train.shape == (2048, 8)
 
 
 def test_a_model_plugin_with_arguments_trains_one_cell_and_a_bundle():
@@ -47,7 +47,7 @@ def test_a_model_plugin_with_arguments_trains_one_cell_and_a_bundle():
 )
 def test_batchability_is_decided_by_a_check_on_the_model(config, expected):
     cfg = TrainingConfig.from_dict(config)
-    assert batchable(cfg, load_dataset(cfg.dataset, **cfg.dataset_args)) == expected
+    assert batchable(cfg, load_whole(cfg.dataset, **cfg.dataset_args)) == expected
 
 
 def test_a_model_that_fails_the_check_trains_its_cells_one_at_a_time(caplog):

@@ -1,0 +1,100 @@
+"""What every way of training a cell shares: its results (:class:`EpochMetrics`, :class:`CellResult`), how a run is
+stopped, and its setup (device, data set, schedule). wdgrid's own loop (``workers.train``) and trainer plugins
+(``workers.trainer``) both build on it; ``workers.train`` re-exports it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from sweeps import TrainingConfig
+from workers.data import Data, load_dataset, steps_per_epoch
+from workers.schedules import Schedule, make_schedule
+
+__all__ = [
+    "CellResult",
+    "EpochMetrics",
+    "RunStatus",
+    "StopTraining",
+    "build_schedule",
+    "load_data",
+    "resolve_device",
+]
+
+RunStatus = Literal["completed", "diverged", "stopped"]
+
+
+class StopTraining(Exception):
+    """Raise from ``on_epoch`` or ``on_checkpoint`` to end the run cleanly; it returns with status ``stopped``."""
+
+
+# --- Results ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EpochMetrics:
+    """Measured after one epoch. Errors are top-1 in percent; losses are mean cross-entropy; ``eta`` is η_t of the
+    epoch's last step; ``wall_time_s`` is seconds of training since the run started (resumes included). A trainer
+    plugin's metrics of other names are in ``extra``; the built-in ones it does not report are NaN."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    train_error: float
+    test_loss: float
+    test_error: float
+    eta: float
+    wall_time_s: float
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """The outcome of one cell's training. ``status`` is ``completed``, ``diverged`` (a non-finite loss; ``history``
+    ends with the last epoch measured before it) or ``stopped`` (a callback raised :class:`StopTraining`)."""
+
+    config: TrainingConfig
+    status: RunStatus
+    history: list[EpochMetrics]
+    device: str
+    wall_time_s: float  # seconds, whole run
+    diverged_at_epoch: int | None = None
+
+    @property
+    def final(self) -> EpochMetrics | None:
+        return self.history[-1] if self.history else None
+
+    @property
+    def test_error(self) -> float:
+        """Final top-1 test error in percent (NaN when no epoch was measured)."""
+        return self.history[-1].test_error if self.history else math.nan
+
+
+# --- Setup ------------------------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_data(config: TrainingConfig, device: torch.device, data_dir: str | Path | None = None) -> Data:
+    """The config's data set on ``device`` (whole, or streamed from there); ``data_dir`` None:
+    ``workers.data.DEFAULT_DATA_DIR``."""
+    return load_dataset(config.dataset, Path(data_dir) if data_dir else None, **config.dataset_args).to(device)
+
+
+def build_schedule(config: TrainingConfig, n_train: int, *, per_epoch: int | None = None) -> Schedule:
+    """The config's schedule over ``per_epoch`` steps an epoch (None: the loop's batches of ``n_train``)."""
+    params: dict[str, Any] = {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in config.schedule.items() if k != "name"
+    }
+    return make_schedule(
+        str(config.schedule["name"]),
+        epochs=config.epochs,
+        steps_per_epoch=per_epoch or steps_per_epoch(n_train, config.batch_size),
+        **params,
+    )
