@@ -136,7 +136,7 @@ class ResultWriter(tune.Callback):
                 extra=last.get("extra") or None,
             )
             provenance = Provenance(prov.get("git_sha"), prov.get("package_versions"), r["device"], where.get("host"))
-            error = None
+            error = r.get("error")  # a cell that ran out of time says so
             if status == "completed" and final.metric(self.objective) is None:
                 # A trainer that never reports the sweep's objective has no result to put in the grid: say so.
                 built_in = ("train_loss", "train_error", "test_loss", "test_error")

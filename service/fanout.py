@@ -48,6 +48,7 @@ from typing import Any, Final
 
 from results import Storage, SweepRecord, SweepStatus, TransitionError, TrialRecord, TrialStatus
 from results.export import objective
+from sweeps import cell_time_limit
 
 __all__ = ["ClusterError", "RunOptions", "RunSummary", "holder_dead", "init_ray", "plan_chunks", "run_sweep"]
 
@@ -274,6 +275,7 @@ def run_sweep(
                 "threads": max(1, int(o.cpus_per_trial)),
                 "data_dir": o.data_dir,
                 "checkpoint_interval_s": o.checkpoint_interval_s,
+                "time_limit_s": cell_time_limit(sweep.spec),
                 "resume_from": origin,
             }
             for (key, chunk), origin in zip(keyed.items(), origins, strict=True)

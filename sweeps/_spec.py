@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
@@ -72,6 +73,7 @@ __all__ = [
     "SweepSpec",
     "WarmRestartsScheduleSpec",
     "canonical_json",
+    "cell_time_limit",
     "expand_axis",
     "normalized_weight_decay",
     "trainer_metrics",
@@ -147,6 +149,8 @@ MAX_AXIS_VALUES: Final = 1000
 MAX_DROPS: Final = 100
 MAX_RESTARTS: Final = 10_000
 MAX_BATCH: Final = 1 << 20
+MAX_CELL_TIME_S: Final = 30 * 24 * 3600.0  # a month
+EPOCH_TIME_S: Final = 3600.0  # the default time limit of a cell: this per epoch
 # A plugin's arguments: a JSON object of at most 64 keys (the plugin's Args model, if any, says what they mean).
 PluginArgs = Annotated[dict[str, JsonValue], Field(max_length=64)]
 PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
@@ -352,7 +356,8 @@ class Objective(_Frozen):
 class SweepSpec(_Frozen):
     """A sweep: one data set and model, a schedule, seeds, and one (α, λ) grid per optimizer.
 
-    ``name`` and ``description`` are for people; they do not enter the fingerprint. Everything else does.
+    ``name`` and ``description`` are for people, and ``cell_time_limit_s`` is a safeguard: they do not enter the
+    fingerprint. Everything else does.
     """
 
     name: Annotated[Text, Field(max_length=200, description="For people; not part of the fingerprint.")] = ""
@@ -425,6 +430,17 @@ class SweepSpec(_Frozen):
             "λ_norm, converted to raw λ = λ_norm·√(b / (B·T)) (B: training examples, T: epochs or t_0)."
         ),
     ] = "raw"
+    cell_time_limit_s: Annotated[
+        float | None,
+        Field(
+            strict=True,
+            gt=0,
+            le=MAX_CELL_TIME_S,
+            allow_inf_nan=False,
+            description="Seconds one cell may train (resumes included; a batched chunk of cells shares it) before it "
+            "is stopped and failed, not retried; null (default): one hour per epoch. Not part of the fingerprint.",
+        ),
+    ] = None
     seeds: Annotated[
         # < 2^31: a seed is stored in a 32-bit signed integer column on every backend
         list[Annotated[int, Field(strict=True, ge=0, lt=2**31)]],
@@ -670,6 +686,15 @@ class SpecLimitError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def cell_time_limit(spec: Mapping[str, Any]) -> float:
+    """The seconds one cell of a stored spec (plain data) may train: its ``cell_time_limit_s``, else one hour per
+    epoch (at most :data:`MAX_CELL_TIME_S`)."""
+    given = spec.get("cell_time_limit_s")
+    if isinstance(given, int | float) and not isinstance(given, bool) and given > 0:
+        return float(given)
+    return min(MAX_CELL_TIME_S, EPOCH_TIME_S * float(spec.get("epochs") or 1))
 
 
 def trainer_metrics(name: str) -> tuple[str, ...] | None:

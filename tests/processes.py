@@ -1,15 +1,19 @@
-"""Real processes for tests: a ``wdgrid serve`` on loopback, and a two-node Ray cluster on this machine, each in a
-session of its own so that a test can take down everything it started."""
+"""Real processes for tests (and ``bench/faults.py``): a ``wdgrid serve`` on loopback, a PostgreSQL server of one's
+own that can be stopped mid-sweep, and a two-node Ray cluster on this machine, each in a session of its own so that a
+test can take down everything it started."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +73,72 @@ def stop_server(server: Server) -> float:
     server.process.send_signal(signal.SIGTERM)
     server.process.wait(timeout=30)
     return time.monotonic() - started
+
+
+# --- A PostgreSQL server of one's own -------------------------------------------------------------------------
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL instance in ``folder`` on ``port`` that a test or bench may stop and start at will."""
+
+    folder: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*_as_postgres(), f"{PG_BIN[-1]}/pg_ctl", "-D", str(self.folder / "data"), "-w", *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        self._ctl("-o", options, "-l", str(self.folder / "pg.log"), "start")
+
+    def stop(self) -> None:
+        self._ctl("-m", "fast", "stop")
+
+
+def _as_postgres() -> list[str]:
+    # PostgreSQL refuses to run as root: as root, run its tools as the postgres user.
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+@contextlib.contextmanager
+def own_postgres() -> Iterator[Postgres | None]:
+    """A PostgreSQL server of the caller's own (initdb in a temporary folder, a free port, trust auth), stopped and
+    removed afterwards; None when this machine has no PostgreSQL server binaries."""
+    if not PG_BIN or (os.geteuid() == 0 and not shutil.which("runuser")):
+        yield None
+        return
+    # Not under pytest's tmp_path: its parents are private to root, and the server runs as postgres.
+    folder = Path(tempfile.mkdtemp(prefix="wdgrid-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    subprocess.run(
+        [*_as_postgres(), f"{PG_BIN[-1]}/initdb", "-D", str(folder / "data"), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pg = Postgres(folder, free_port())
+    pg.start()
+    try:
+        yield pg
+    finally:
+        subprocess.run(
+            [*_as_postgres(), f"{PG_BIN[-1]}/pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- A Ray cluster ----------------------------------------------------------------------------------------------

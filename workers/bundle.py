@@ -177,6 +177,7 @@ def train_bundle(
     batched: bool | None = None,
     on_checkpoint: Callable[[BundleState], None] | None = None,
     resume: Mapping[str, Any] | None = None,
+    time_limit_s: float | None = None,
 ) -> list[CellResult]:
     """Train every cell of a bundle; returns one :class:`~workers.train.CellResult` per config, in order.
 
@@ -191,6 +192,8 @@ def train_bundle(
         on_checkpoint: called with the whole bundle's state (:data:`BundleState`) at every epoch boundary and
             after every cell or chunk finishes.
         resume: a state from ``on_checkpoint``: finished cells are not trained again, the running unit continues.
+        time_limit_s: seconds each unit (one cell, or one batched chunk) may train, resumes included; past it its
+            cells end ``timed_out`` (finished: they are not trained again).
     """
     cfgs = [c if isinstance(c, TrainingConfig) else TrainingConfig.from_dict(c) for c in configs]
     check_bundle(cfgs)
@@ -198,7 +201,7 @@ def train_bundle(
     if cfgs[0].trainer is not None:
         if batched:
             raise ValueError(f"trainer {cfgs[0].trainer!r} owns its loop: its cells train one after another")
-        return _train_with_trainer(cfgs, on_epoch, where, data_dir, data, on_checkpoint, resume)
+        return _train_with_trainer(cfgs, on_epoch, where, data_dir, data, on_checkpoint, resume, time_limit_s)
     data = data if data is not None else load_data(cfgs[0], where, data_dir)
     policy = PrecisionPolicy.of(cfgs[0].precision)
     kind = batchable(cfgs[0], data) if len(cfgs) > 1 or batched else "no"
@@ -238,6 +241,7 @@ def train_bundle(
             _offset(on_epoch, unit),
             on_checkpoint=lambda state, unit=unit: checkpoint(unit, state),  # type: ignore[misc]
             resume=inner if unit == start else None,
+            time_limit_s=time_limit_s,
         )
         done.update(zip(range(unit, unit + len(members)), results, strict=True))
         checkpoint(unit + chunk, None)
@@ -252,6 +256,7 @@ def _train_with_trainer(
     data: Data | None,
     on_checkpoint: Callable[[BundleState], None] | None,
     resume: Mapping[str, Any] | None,
+    time_limit_s: float | None,
 ) -> list[CellResult]:
     """A trainer plugin's cells, one after another, checkpointed like the sequential path: the finished cells under
     ``"done"``, the running cell's trainer state (when its trainer checkpoints) under ``"inner"``. The data set is
@@ -278,6 +283,7 @@ def _train_with_trainer(
             data=shared,
             on_checkpoint=lambda state, unit=unit: checkpoint(unit, state),  # type: ignore[misc]
             resume=inner if unit == start else None,
+            time_limit_s=time_limit_s,
         )
         checkpoint(unit + 1, None)
     return [done[i] for i in range(len(cfgs))]
@@ -309,6 +315,7 @@ def _result_as_dict(r: CellResult) -> dict[str, Any]:
         "device": r.device,
         "wall_time_s": r.wall_time_s,
         "diverged_at_epoch": r.diverged_at_epoch,
+        "error": r.error,
     }
 
 
@@ -320,6 +327,7 @@ def _result_from_dict(config: TrainingConfig | None, d: Mapping[str, Any]) -> Ce
         device=str(d["device"]),
         wall_time_s=float(d["wall_time_s"]),
         diverged_at_epoch=d["diverged_at_epoch"],
+        error=d.get("error"),
     )
 
 

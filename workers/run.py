@@ -22,16 +22,30 @@ __all__ = [
     "EpochMetrics",
     "RunStatus",
     "StopTraining",
+    "TimeLimitExceeded",
     "build_schedule",
     "load_data",
     "resolve_device",
+    "time_limit_error",
 ]
 
-RunStatus = Literal["completed", "diverged", "stopped"]
+RunStatus = Literal["completed", "diverged", "stopped", "timed_out"]
 
 
 class StopTraining(Exception):
     """Raise from ``on_epoch`` or ``on_checkpoint`` to end the run cleanly; it returns with status ``stopped``."""
+
+
+class TimeLimitExceeded(StopTraining):
+    """The cell trained longer than its time limit: it ends with status ``timed_out`` (a failure, not retried)."""
+
+
+def time_limit_error(limit_s: float) -> str:
+    """What a timed-out cell's trial says: one line."""
+    return (
+        f"stopped after {limit_s:g} s of training: the cell's time limit (the spec's cell_time_limit_s; by default "
+        "one hour per epoch)"
+    )
 
 
 # --- Results ----------------------------------------------------------------------------------------------------
@@ -54,7 +68,8 @@ class EpochMetrics:
 @dataclass(frozen=True)
 class CellResult:
     """The outcome of one cell's training. ``status`` is ``completed``, ``diverged`` (a non-finite loss; ``history``
-    ends with the last epoch measured before it) or ``stopped`` (a callback raised :class:`StopTraining`)."""
+    ends with the last epoch measured before it), ``stopped`` (a callback raised :class:`StopTraining`) or
+    ``timed_out`` (it trained longer than its time limit; ``error`` says so)."""
 
     config: TrainingConfig
     status: RunStatus
@@ -62,6 +77,7 @@ class CellResult:
     device: str
     wall_time_s: float  # seconds, whole run
     diverged_at_epoch: int | None = None
+    error: str | None = None
 
     @property
     def final(self) -> EpochMetrics | None:

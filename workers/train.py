@@ -43,9 +43,11 @@ from workers.run import (
     EpochMetrics,
     RunStatus,
     StopTraining,
+    TimeLimitExceeded,
     build_schedule,
     load_data,
     resolve_device,
+    time_limit_error,
 )
 from workers.trainer import run_trainer
 
@@ -190,11 +192,14 @@ def train_cells(
     *,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume: Mapping[str, Any] | None = None,
+    time_limit_s: float | None = None,
 ) -> list[CellResult]:
     """Train ``cells`` (built for ``configs``, which differ only in α and λ) to the end; one result per config.
 
     ``on_epoch(i, metrics)`` gets cell i's metrics after every epoch it survives; ``on_checkpoint(state)`` the
     whole state at every epoch boundary (live tensors: serialize it during the call); ``resume`` is such a state.
+    ``time_limit_s``: seconds of training (resumes included) after which the cells still training end as
+    ``timed_out``, checked before every step.
     """
     cfg, k = configs[0], cells.k
     policy = PrecisionPolicy.of(cfg.precision)
@@ -223,6 +228,7 @@ def train_cells(
         alive.logical_and_(~which)
 
     started = time.perf_counter()
+    deadline = math.inf if time_limit_s is None else started + time_limit_s - wall_before
     check_each_step = device.type == "cpu"  # a host sync per step costs nothing on CPU; on GPU check per epoch
     n_seen = min(data.n_train, steps_per_epoch(data.n_train, cfg.batch_size) * cfg.batch_size)
     try:
@@ -232,6 +238,8 @@ def train_cells(
             wrong = torch.zeros(k, device=device, dtype=torch.long)
             eta = 1.0
             for x, y in data.batches(cfg.batch_size, generator, policy.dtype):
+                if time.perf_counter() > deadline:
+                    raise TimeLimitExceeded
                 with policy.forward(device):
                     logits = policy.logits(cells.forward(policy.inputs(x)))  # K×B×classes
                 losses = _cross_entropies(logits, y, k, "mean")
@@ -287,12 +295,22 @@ def train_cells(
                 )
             if not bool(alive.any()):
                 break
-    except StopTraining:
-        status = ["stopped" if s == "completed" else s for s in status]
+    except StopTraining as stop:
+        end: RunStatus = "timed_out" if isinstance(stop, TimeLimitExceeded) else "stopped"
+        status = [end if s == "completed" else s for s in status]
 
     wall = wall_before + time.perf_counter() - started
+    error = None if time_limit_s is None else time_limit_error(time_limit_s)
     return [
-        CellResult(c, status[i], histories[i], str(device), wall, diverged_at_epoch=diverged_at[i])
+        CellResult(
+            c,
+            status[i],
+            histories[i],
+            str(device),
+            wall,
+            diverged_at_epoch=diverged_at[i],
+            error=error if status[i] == "timed_out" else None,
+        )
         for i, c in enumerate(configs)
     ]
 
@@ -307,6 +325,7 @@ def train(
     data: Data | None = None,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume: Mapping[str, Any] | None = None,
+    time_limit_s: float | None = None,
 ) -> CellResult:
     """Train one cell and return its result: with wdgrid's loop, or with the config's trainer plugin
     (:mod:`workers.trainer`), which owns its loop and reports through a context.
@@ -320,15 +339,25 @@ def train(
         on_checkpoint: called at every epoch boundary with the whole training state (a dict of tensors and numbers
             that ``torch.save`` can write); pass it back as ``resume`` to continue from there.
         resume: a state from ``on_checkpoint``; training continues after its epoch.
+        time_limit_s: seconds of training (resumes included) after which the cell ends as ``timed_out``.
     """
     cfg = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
     where = resolve_device(device)
     if cfg.trainer is not None:
         return run_trainer(
-            cfg, on_epoch, device=where, data_dir=data_dir, data=data, on_checkpoint=on_checkpoint, resume=resume
+            cfg,
+            on_epoch,
+            device=where,
+            data_dir=data_dir,
+            data=data,
+            on_checkpoint=on_checkpoint,
+            resume=resume,
+            time_limit_s=time_limit_s,
         )
     data = data if data is not None else load_data(cfg, where, data_dir)
     cells = OneCell(cfg, data, where, PrecisionPolicy.of(cfg.precision))
     forward = None if on_epoch is None else (lambda _i, m: on_epoch(m))
-    [result] = train_cells([cfg], cells, data, where, forward, on_checkpoint=on_checkpoint, resume=resume)
+    [result] = train_cells(
+        [cfg], cells, data, where, forward, on_checkpoint=on_checkpoint, resume=resume, time_limit_s=time_limit_s
+    )
     return result

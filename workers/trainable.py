@@ -7,7 +7,7 @@ in the reports:
 
 ``{"epochs": [[cell index, EpochMetrics as a dict], ...],``
 `` "finished": [[cell index, {"status", "epochs_done", "last" (epoch dict), "wall_time_s", "device",``
-`` "diverged_at_epoch"}], ...],``
+`` "diverged_at_epoch", "error"}], ...],``
 `` "where": {"host", "node", "pid"}, "provenance": {"git_sha", "package_versions"}}``
 
 Checkpoints: the bundle's state goes into a ``tune.Checkpoint`` at most every ``checkpoint_interval_s`` seconds
@@ -114,15 +114,16 @@ def _running_history(state: BundleState) -> list[list[Any]]:
 def train_chunk(config: dict[str, Any]) -> None:
     """Ray Tune function trainable. ``config["chunk"]``: ``cells`` (a list of ``{"trial_id", "config"}``, the
     config being the store's resolved training config), ``batched`` (None: ``train_bundle``'s default), ``threads``
-    (torch's intra-op threads: the trial's CPUs), ``data_dir`` (None: the worker's default),
-    ``checkpoint_interval_s`` and ``resume_from`` (None, or the folder
-    of a checkpoint an earlier driver left for exactly these cells)."""
+    (torch's intra-op threads: the trial's CPUs), ``data_dir`` (None: the worker's default), ``time_limit_s``
+    (seconds each cell, or batched chunk of cells, may train; None: no limit), ``checkpoint_interval_s`` and
+    ``resume_from`` (None, or the folder of a checkpoint an earlier driver left for exactly these cells)."""
     chunk = config["chunk"]
     torch.set_num_threads(max(1, int(chunk["threads"])))
     configs = [cell["config"] for cell in chunk["cells"]]
     trial_ids = [int(cell["trial_id"]) for cell in chunk["cells"]]
     interval = float(chunk["checkpoint_interval_s"])
     data_dir = chunk.get("data_dir")
+    limit = chunk.get("time_limit_s")
 
     epochs: list[list[Any]] = []
     reported: set[int] = set()
@@ -151,7 +152,7 @@ def train_chunk(config: dict[str, Any]) -> None:
             if int(i) not in reported:
                 reported.add(int(i))
                 history = r["history"]
-                result = {k: r[k] for k in ("status", "wall_time_s", "device", "diverged_at_epoch")}
+                result = {k: r.get(k) for k in ("status", "wall_time_s", "device", "diverged_at_epoch", "error")}
                 finished.append(
                     [int(i), result | {"epochs_done": len(history), "last": history[-1] if history else None}]
                 )
@@ -181,7 +182,13 @@ def train_chunk(config: dict[str, Any]) -> None:
 
     try:
         train_bundle(
-            configs, on_epoch, data_dir=data_dir, batched=chunk["batched"], on_checkpoint=on_checkpoint, resume=resume
+            configs,
+            on_epoch,
+            data_dir=data_dir,
+            batched=chunk["batched"],
+            on_checkpoint=on_checkpoint,
+            resume=resume,
+            time_limit_s=limit,
         )
     except ResumeMismatchError as exc:
         if checkpoint is not None:
@@ -189,4 +196,11 @@ def train_chunk(config: dict[str, Any]) -> None:
         log.warning("not resuming from %s: %s", chunk["resume_from"], exc)  # an earlier driver's other options
         epochs.clear()
         reported.clear()
-        train_bundle(configs, on_epoch, data_dir=data_dir, batched=chunk["batched"], on_checkpoint=on_checkpoint)
+        train_bundle(
+            configs,
+            on_epoch,
+            data_dir=data_dir,
+            batched=chunk["batched"],
+            on_checkpoint=on_checkpoint,
+            time_limit_s=limit,
+        )

@@ -13,7 +13,8 @@ A trainer is an installed ``wdgrid.trainers`` entry point, a function ``train(co
 - Checkpoints are the trainer's choice: ``ctx.checkpoint(state)`` after a report hands wdgrid anything
   ``torch.save`` can write (weights, optimizer, RNG states); when a crashed cell is retried, ``ctx.resume_state`` is
   the last such state and ``ctx.epoch`` the epochs it covers. A trainer that never checkpoints starts over when its
-  cell is retried (its earlier epochs are reported again by the new attempt).
+  cell is retried (its earlier epochs are reported again by the new attempt). A cell's time limit is checked in every
+``set_eta`` and ``report``: past it, they raise and the cell ends ``timed_out``.
 
 What a report means: one epoch, in order, at most ``config.epochs`` of them, at most :data:`MAX_METRICS` metrics
 named like identifiers. ``train_loss``, ``train_error``, ``test_loss`` and ``test_error`` fill the columns of wdgrid's
@@ -44,7 +45,16 @@ from sweeps import TrainingConfig, load_plugin
 from workers.data import Data
 from workers.models import build_model
 from workers.optimizers import make_optimizer, set_eta
-from workers.run import CellResult, EpochMetrics, RunStatus, StopTraining, build_schedule, load_data
+from workers.run import (
+    CellResult,
+    EpochMetrics,
+    RunStatus,
+    StopTraining,
+    TimeLimitExceeded,
+    build_schedule,
+    load_data,
+    time_limit_error,
+)
 from workers.schedules import Schedule
 
 __all__ = ["MAX_METRICS", "SharedData", "TrainerContext", "TrainerError", "run_trainer"]
@@ -87,6 +97,7 @@ class TrainerContext:
         on_epoch: Callable[[EpochMetrics], None] | None,
         on_checkpoint: Callable[[dict[str, Any]], None] | None,
         resume: Mapping[str, Any] | None,
+        time_limit_s: float | None = None,
     ) -> None:
         self.config = config
         self.device = device
@@ -105,6 +116,11 @@ class TrainerContext:
             self._wall_before = float(resume["wall_time_s"])
             self.resume_state = resume["trainer_state"]
         self._started = time.perf_counter()
+        self._deadline = math.inf if time_limit_s is None else self._started + time_limit_s - self._wall_before
+
+    def _in_time(self) -> None:
+        if time.perf_counter() > self._deadline:
+            raise TimeLimitExceeded
 
     @property
     def epoch(self) -> int:
@@ -135,7 +151,9 @@ class TrainerContext:
 
     def set_eta(self, optimizer: torch.optim.Optimizer, step: int, steps_per_epoch: int) -> float:
         """Set η_t of the sweep's schedule at ``step`` (0-based, counted over the whole run) for a loop of
-        ``steps_per_epoch`` optimizer steps per epoch; call it before every ``optimizer.step()``. Returns η_t."""
+        ``steps_per_epoch`` optimizer steps per epoch; call it before every ``optimizer.step()``. Returns η_t.
+        Raises (ending the trainer's loop) when the cell's time limit has passed."""
+        self._in_time()
         if steps_per_epoch < 1 or step < 0:
             raise TrainerError(f"set_eta needs step >= 0 and steps_per_epoch >= 1, got {step} and {steps_per_epoch}")
         if steps_per_epoch not in self._schedules:
@@ -146,7 +164,8 @@ class TrainerContext:
 
     def report(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
         """End one epoch with its metrics (names → numbers, or one-element tensors). Raises (ending the trainer's
-        loop) when a value is not finite: the cell diverged."""
+        loop) when a value is not finite — the cell diverged — or when the cell's time limit has passed."""
+        self._in_time()
         if self.epoch >= self.config.epochs:
             raise TrainerError(f"the trainer reported more than the cell's {self.config.epochs} epochs")
         if not metrics or len(metrics) > MAX_METRICS:
@@ -193,20 +212,23 @@ def run_trainer(
     data: Data | SharedData | None = None,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume: Mapping[str, Any] | None = None,
+    time_limit_s: float | None = None,
 ) -> CellResult:
     """Run the config's trainer plugin on one cell; the result is built from what it reported. ``on_epoch``,
-    ``on_checkpoint`` and ``resume`` mean what they mean for :func:`workers.train.train`."""
+    ``on_checkpoint``, ``resume`` and ``time_limit_s`` mean what they mean for :func:`workers.train.train`."""
     if config.trainer is None:
         raise ValueError("the config names no trainer")
     trainer = load_plugin("trainer", config.trainer)
     shared = data if isinstance(data, SharedData) else SharedData(data)
-    ctx = TrainerContext(config, device, data_dir, shared, on_epoch, on_checkpoint, resume)
+    ctx = TrainerContext(config, device, data_dir, shared, on_epoch, on_checkpoint, resume, time_limit_s)
     status: RunStatus = "completed"
-    diverged_at = None
+    diverged_at, error = None, None
     try:
         trainer(config, ctx)
     except _Diverged:
         status, diverged_at = "diverged", ctx.epoch + 1
+    except TimeLimitExceeded:
+        status, error = "timed_out", time_limit_error(time_limit_s or 0.0)
     except StopTraining:
         status = "stopped"
     if status == "completed" and ctx.epoch < config.epochs:
@@ -214,4 +236,4 @@ def run_trainer(
             f"trainer {config.trainer!r} returned after {ctx.epoch} of {config.epochs} epochs: report every epoch"
         )
     wall = ctx._wall_before + time.perf_counter() - ctx._started
-    return CellResult(config, status, list(ctx.history), str(device), wall, diverged_at_epoch=diverged_at)
+    return CellResult(config, status, list(ctx.history), str(device), wall, diverged_at_epoch=diverged_at, error=error)

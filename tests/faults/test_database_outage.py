@@ -6,15 +6,9 @@ cell trains exactly once with one attempt and all its epochs; meanwhile the API 
 
 from __future__ import annotations
 
-import glob
-import os
 import secrets
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,66 +16,15 @@ import pytest
 
 from results import SqlStorage
 from tests.factories import spec_data
-from tests.processes import free_port, start_server, stop_server
-
-PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-@dataclass
-class Postgres:
-    folder: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _ctl(self, *args: str) -> None:
-        subprocess.run(
-            [*_as_postgres(), f"{PG_BIN[-1]}/pg_ctl", "-D", str(self.folder / "data"), "-w", *args],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
-        self._ctl("-o", options, "-l", str(self.folder / "pg.log"), "start")
-
-    def stop(self) -> None:
-        self._ctl("-m", "fast", "stop")
-
-
-def _as_postgres() -> list[str]:
-    # PostgreSQL refuses to run as root: as root, run its tools as the postgres user.
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+from tests.processes import Postgres, own_postgres, start_server, stop_server
 
 
 @pytest.fixture
 def postgres() -> Iterator[Postgres]:
-    if not PG_BIN or (os.geteuid() == 0 and not shutil.which("runuser")):
-        pytest.skip("PostgreSQL's server binaries are not installed here (.ci/run installs them)")
-    # Not under pytest's tmp_path: its parents are private to root, and the server runs as postgres.
-    folder = Path(tempfile.mkdtemp(prefix="wdgrid-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-    subprocess.run(
-        [*_as_postgres(), f"{PG_BIN[-1]}/initdb", "-D", str(folder / "data"), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    pg = Postgres(folder, free_port())
-    pg.start()
-    try:
+    with own_postgres() as pg:
+        if pg is None:
+            pytest.skip("PostgreSQL's server binaries are not installed here (.ci/run installs them)")
         yield pg
-    finally:
-        subprocess.run(
-            [*_as_postgres(), f"{PG_BIN[-1]}/pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_database_outage_mid_sweep_loses_and_repeats_nothing(postgres: Postgres, tmp_path: Path):

@@ -211,6 +211,18 @@ def test_a_trainer_plugins_killed_cell_resumes_from_its_own_checkpoint(store: St
     assert [epochs[(2, e)].metric("val_loss") for e in range(1, 5)] == [m.extra["val_loss"] for m in whole.history]
 
 
+def test_a_cell_past_its_time_limit_fails_once_with_the_reason_and_is_not_retried(store: Storage):
+    spec = small_spec(epochs=100_000 // 100, cell_time_limit_s=2.0, grids=[small_spec().grids[1].model_dump()])
+    sweep = store.create_sweep(expand(spec))
+    started = time.monotonic()
+    summary = run_sweep(store, sweep.id, FAST)
+    assert time.monotonic() - started < 120 and summary.retries == 0
+    for t in all_trials(store, sweep.id):
+        assert (t.status, t.attempts) == ("failed", 1)
+        assert t.error is not None and "stopped after 2 s of training" in t.error and "cell_time_limit_s" in t.error
+    assert store.get_sweep(sweep.id).status == "failed"
+
+
 def test_an_exception_in_training_is_retried_then_the_cells_fail(store: Storage, tmp_path: Path, monkeypatch):
     # CIFAR-10 is not in the (empty) data directory: every attempt fails when it loads the data.
     grids = [{"optimizer": "sgd", "lr": [0.1], "weight_decay": [0.0]}]

@@ -23,6 +23,7 @@ from sweeps import (
     TrainingConfig,
     bundles,
     canonical_json,
+    cell_time_limit,
     cells,
     normalized_weight_decay,
 )
@@ -353,3 +354,14 @@ def test_a_range_past_every_float_is_refused_in_words():
     huge = {"base": 2, "start": -1.7976931348623157e308, "stop": 1.7976931348623157e308, "step": 5e-324}
     with pytest.raises(ValidationError, match="has more than 1e\\+308 values"):
         SweepSpec.model_validate(spec_data(grids=[sgd_grid(lr=huge)]))
+
+
+def test_a_cells_time_limit_is_a_safeguard_outside_the_fingerprint():
+    spec = make_spec(cell_time_limit_s=90.5)
+    assert spec.fingerprint() == make_spec().fingerprint()
+    assert cell_time_limit(spec.model_dump(mode="json")) == 90.5
+    assert cell_time_limit(make_spec(epochs=3).model_dump(mode="json")) == 3 * 3600.0  # one hour per epoch
+    for bad in (0, -1, 1e9, "60"):
+        with pytest.raises(ValidationError) as caught:
+            make_spec(cell_time_limit_s=bad)
+        assert caught.value.errors()[0]["loc"] == ("cell_time_limit_s",)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -126,3 +127,22 @@ def test_a_data_set_streamed_from_datasets_trains_to_the_numbers_it_trains_to_in
     streamed = train(base | {"dataset_args": {"stream": True}}, device="cpu")
     untimed = lambda history: [replace(m, wall_time_s=0.0) for m in history]  # noqa: E731
     assert untimed(streamed.history) == untimed(whole.history) and len(whole.history) == 2
+
+
+def test_a_cell_past_its_time_limit_ends_timed_out_with_the_epochs_it_trained():
+    slow = {
+        "dataset": "mnist1d",
+        "model": "mlp",
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-3,
+        "epochs": 10_000,
+        "batch_size": 32,
+    }
+    started = time.monotonic()
+    result = train(slow, device="cpu", time_limit_s=0.5)
+    assert time.monotonic() - started < 30
+    assert result.status == "timed_out" and result.error is not None and "0.5 s" in result.error
+    assert len(result.history) < 10_000  # the epochs it finished in time (none on a busy machine) are kept
+    lm = train(LM | {"epochs": 10_000}, device="cpu", time_limit_s=0.5)
+    assert lm.status == "timed_out" and lm.error is not None and "time limit" in lm.error
