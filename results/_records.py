@@ -91,13 +91,18 @@ class EpochRecord:
 
     def metric(self, name: str) -> float | None:
         """The value of a metric by name: a column, or one of ``extra`` (None when not measured or not finite)."""
-        if name in _COLUMN_METRICS:
-            value: float | None = getattr(self, name)
-            return value
-        return (self.extra or {}).get(name)
+        return _metric(self, name)
 
 
 _COLUMN_METRICS: Final = frozenset({"train_loss", "train_error", "test_loss", "test_error"})
+
+
+def _metric(record: EpochRecord | FinalMetrics, name: str) -> float | None:
+    """A metric of an epoch or a trial's result: one of the columns, or a trainer's other metric in ``extra``."""
+    if name in _COLUMN_METRICS:
+        value: float | None = getattr(record, name)
+        return value
+    return (record.extra or {}).get(name)
 
 
 @dataclass(frozen=True)
@@ -115,10 +120,7 @@ class FinalMetrics:
 
     def metric(self, name: str) -> float | None:
         """The final value of a metric by name (None when not measured or not finite)."""
-        if name in _COLUMN_METRICS:
-            value: float | None = getattr(self, name)
-            return value
-        return (self.extra or {}).get(name)
+        return _metric(self, name)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
-__all__ = ["OPEN_PATHS", "Guard"]
+__all__ = ["DOCS_ASSETS", "OPEN_PATHS", "Guard"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,6 +28,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_ASSETS: Final = "/docs-assets"  # the API documents' scripts and styles (public library code): open too
 
 
 class Guard:
@@ -43,7 +44,8 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        if self._token is not None and scope.get("path") not in OPEN_PATHS:
+        path = str(scope.get("path", ""))
+        if self._token is not None and path not in OPEN_PATHS and not path.startswith(DOCS_ASSETS + "/"):
             given = headers.get(b"authorization", b"")
             if not secrets.compare_digest(given, self._token):
                 await _answer(send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"})

@@ -15,11 +15,12 @@ from typing import Any, Final
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from results import ConflictError, NotFoundError, SqlStorage, TransitionError
 from service.deps import SettingsDep, StoreDep
-from service.guard import Guard
+from service.guard import DOCS_ASSETS, Guard
 from service.routes import router
 from service.scheduler import Scheduler
 from service.schemas import SUBMISSION_TAGS
@@ -48,7 +49,10 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
             scheduler.stop()
             store.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the assets fastapi-offline ships, not from a CDN: the docs work offline and behind
+    # firewalls (their scripts are public code, served without the token like the pages themselves).
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="wdgrid",
         summary="(α, λ) grid searches for L2 regularization vs decoupled weight decay (Loshchilov & Hutter, 2019)",
         version=_version(),

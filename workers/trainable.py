@@ -123,7 +123,6 @@ def train_chunk(config: dict[str, Any]) -> None:
     trial_ids = [int(cell["trial_id"]) for cell in chunk["cells"]]
     interval = float(chunk["checkpoint_interval_s"])
     data_dir = chunk.get("data_dir")
-    limit = chunk.get("time_limit_s")
 
     epochs: list[list[Any]] = []
     reported: set[int] = set()
@@ -180,7 +179,7 @@ def train_chunk(config: dict[str, Any]) -> None:
             tune.report(message, checkpoint=tune.Checkpoint.from_directory(folder))
         last_saved = time.monotonic()
 
-    try:
+    def run(resume: BundleState | None) -> None:
         train_bundle(
             configs,
             on_epoch,
@@ -188,19 +187,15 @@ def train_chunk(config: dict[str, Any]) -> None:
             batched=chunk["batched"],
             on_checkpoint=on_checkpoint,
             resume=resume,
-            time_limit_s=limit,
+            time_limit_s=chunk.get("time_limit_s"),
         )
+
+    try:
+        run(resume)
     except ResumeMismatchError as exc:
         if checkpoint is not None:
             raise  # Tune's own checkpoint of this very trial: a bug, not a choice
         log.warning("not resuming from %s: %s", chunk["resume_from"], exc)  # an earlier driver's other options
         epochs.clear()
         reported.clear()
-        train_bundle(
-            configs,
-            on_epoch,
-            data_dir=data_dir,
-            batched=chunk["batched"],
-            on_checkpoint=on_checkpoint,
-            time_limit_s=limit,
-        )
+        run(None)

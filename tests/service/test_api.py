@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -370,6 +371,18 @@ def test_a_trainer_sweep_is_refused_or_run_and_read_on_its_objective(server: Ser
         assert values == {t["metrics"]["val_loss"] for t in trials if t["optimizer"] == "adamw"}
         epochs = c.get(f"/sweeps/{sweep_id}/epochs.csv").text.splitlines()
         assert epochs[0].endswith(",val_bpc,val_loss") and len(epochs) == 1 + 4 * 2
+
+
+def test_the_api_docs_load_nothing_from_elsewhere_and_need_no_token(server: Server):
+    for page in ("/docs", "/redoc"):
+        html = httpx.get(f"{server.url}{page}").text
+        assert "http://" not in html and "https://" not in html, html  # no CDN, no web fonts
+        assets = re.findall(r'(?:src|href)="(/[^"]+)"', html)
+        assert any(a.endswith(".js") for a in assets), html
+        for asset in assets:
+            r = httpx.get(f"{server.url}{asset}")  # public library code: served without the token
+            assert r.status_code == 200 and len(r.content) > 1000, asset
+    assert httpx.get(f"{server.url}/docs-assets/../sweeps").status_code in (401, 404)  # no way round the token
 
 
 def test_a_body_without_its_content_type_gets_a_hint_not_a_riddle(server: Server):
