@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run demo test
+.PHONY: install run demo test browser
 
 install: $(STAMP)
 
@@ -31,7 +31,15 @@ run: install
 demo: install
 	$(BIN)/wdgrid demo
 
-test: install
+# The web page's tests drive a real headless browser: Debian's chromium (about 300 MB), installed once when missing.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		echo "wdgrid: installing Debian's chromium for the web page's browser tests (apt-get, about 1 minute)"; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "wdgrid: could not install chromium (not root?); tests/service/test_pages.py will fail: apt-get install chromium"; }
+
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

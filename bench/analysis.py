@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from results import EpochRecord, FinalMetrics, SqlStorage, Storage
+from results import EpochRecord, FinalMetrics, SqlStorage, Storage, TrialRecord
 from results.figures import twins_png
 from results.grids import cell_stats, grid_csv, seed_grids
 from results.separability import report
@@ -61,21 +61,59 @@ def synthetic_error(optimizer: str, lr: float, wd: float, seed: int) -> float | 
     return float(2 + 0.15 * (la + 8) ** 2 + 0.15 * (lw + 10) ** 2 + noise)
 
 
-def fill(store: Storage, spec: SweepSpec, error_of: Callable[[str, float, float, int], float | None]) -> int:
-    """Create the sweep and run every trial through the store's API (claim, 3 epochs, finish)."""
+def measured_spec(path: Path) -> SweepSpec:
+    """The cpu-fig2 preset with the axes of the measured run in ``path`` (the preset's axes moved since)."""
+    data = json.loads(path.read_text())
+    trials = data["trials"] if isinstance(data, dict) else data
+    grids = [
+        {
+            "optimizer": o,
+            "lr": sorted({t["lr"] for t in trials if t["optimizer"] == o}),
+            "weight_decay": sorted({t["wd"] for t in trials if t["optimizer"] == o}),
+        }
+        for o in OPTIMIZERS
+    ]
+    spec = load_preset("cpu-fig2").model_dump(mode="json") | {"grids": grids}
+    return SweepSpec.model_validate(spec)
+
+
+def measured(path: Path) -> Callable[[str, float, float, int], float | None]:
+    """The final test error (%) of each cell of a measured cpu-fig2 run (``--real``'s JSON); None = diverged."""
+    data = json.loads(path.read_text())
+    trials = data["trials"] if isinstance(data, dict) else data  # the test fixture's layout, or a bare list
+    rows = {(r["optimizer"], r["lr"], r["wd"], r["seed"]): r for r in trials}
+
+    def error(o: str, lr: float, wd: float, seed: int) -> float | None:
+        r = rows[(o, lr, wd, seed)]
+        return None if r["status"] == "diverged" else float(r["err"])
+
+    return error
+
+
+def finish(store: Storage, t: TrialRecord, error: float | None) -> None:
+    """Finish a claimed trial through the store's API: 3 epochs and ``error`` (final test error %), or diverged."""
+    a = t.attempts
+    if error is None:
+        store.record_epochs([EpochRecord(trial_id=t.id, attempt=a, epoch=1, train_loss=math.inf)])
+        store.finish_trial(t.id, a, "diverged", final=FinalMetrics(train_loss=math.inf, epochs_done=1))
+        return
+    epochs = [EpochRecord(trial_id=t.id, attempt=a, epoch=e, test_error=error + 10.0 * (3 - e) / 3) for e in (1, 2, 3)]
+    store.record_epochs(epochs)
+    store.finish_trial(t.id, a, "completed", final=FinalMetrics(test_error=error, epochs_done=3))
+
+
+def fill(
+    store: Storage, spec: SweepSpec, error_of: Callable[[str, float, float, int], float | None], *, leave: int = 0
+) -> tuple[int, list[TrialRecord]]:
+    """Create the sweep and run its trials through the store's API (claim, 3 epochs, finish), all but the last
+    ``leave``, which stay claimed (running); returns the sweep's id and those."""
     sweep = store.create_sweep(expand(spec))
-    while (t := store.claim_trial(sweep.id, lease_seconds=60)) is not None:
-        error = error_of(t.optimizer, t.lr, t.weight_decay, t.seed)
-        if error is None:
-            store.record_epochs([EpochRecord(trial_id=t.id, attempt=1, epoch=1, train_loss=math.inf)])
-            store.finish_trial(t.id, 1, "diverged", final=FinalMetrics(train_loss=math.inf, epochs_done=1))
-            continue
-        epochs = [
-            EpochRecord(trial_id=t.id, attempt=1, epoch=e, test_error=error + 10.0 * (3 - e) / 3) for e in (1, 2, 3)
-        ]
-        store.record_epochs(epochs)
-        store.finish_trial(t.id, 1, "completed", final=FinalMetrics(test_error=error, epochs_done=3))
-    return sweep.id
+    trials = []
+    while (t := store.claim_trial(sweep.id, lease_seconds=3600)) is not None:
+        trials.append(t)
+    for t in trials[: len(trials) - leave]:
+        finish(store, t, error_of(t.optimizer, t.lr, t.weight_decay, t.seed))
+    return sweep.id, trials[len(trials) - leave :]
 
 
 def analyze_sweep(store: Storage, sweep_id: int, png: Path, out: Path) -> None:
@@ -114,16 +152,9 @@ def main() -> None:
         store = SqlStorage(f"sqlite:///{out / 'bench.db'}")
         start = time.perf_counter()
         if args.real:
-            rows = json.loads(args.real.read_text())
-            measured = {(r["optimizer"], r["lr"], r["wd"], r["seed"]): r for r in rows}
-
-            def real_error(o: str, lr: float, wd: float, seed: int) -> float | None:
-                r = measured[(o, lr, wd, seed)]
-                return None if r["status"] == "diverged" else float(r["err"])
-
-            sweep_id = fill(store, load_preset("cpu-fig2"), real_error)
+            sweep_id, _ = fill(store, measured_spec(args.real), measured(args.real))
         else:
-            sweep_id = fill(store, big_spec(args.size, args.seeds), synthetic_error)
+            sweep_id, _ = fill(store, big_spec(args.size, args.seeds), synthetic_error)
         print(f"store filled in {time.perf_counter() - start:.1f} s (setup, not timed below)")
         analyze_sweep(store, sweep_id, args.png or out / "twins.png", out)
         store.close()

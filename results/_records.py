@@ -198,7 +198,7 @@ class TrialRecord:
 @dataclass(frozen=True)
 class GridPoint:
     """One trial's place in an α×λ grid and its final value of the metric asked for (the sweep's objective; None
-    unless finished and finite)."""
+    unless finished and finite), and when it finished."""
 
     trial_id: int
     cell_id: str
@@ -208,3 +208,4 @@ class GridPoint:
     seed: int
     status: TrialStatus
     value: float | None
+    finished_at: datetime | None = None  # UTC; when the trial last finished (None while it has not)

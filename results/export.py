@@ -1,4 +1,5 @@
-"""A sweep's results as files: grid CSVs, the long trial and epoch CSVs, heatmap PNGs and the separability report.
+"""A sweep's results as files: grid CSVs, the long trial and epoch CSVs, heatmap PNGs and the separability report,
+and the same cells as data for the web page's heatmaps (:func:`heatmaps`).
 
 One home for every download: the REST routes serve these bytes and ``wdgrid run --out`` writes the same ones to a
 folder. Units as in :mod:`results.grids`: errors in percent, α as given to the optimizer, λ raw per step.
@@ -6,22 +7,35 @@ folder. Units as in :mod:`results.grids`: errors in percent, α as given to the 
 
 from __future__ import annotations
 
+import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from results._contract import Storage
 from results._records import NotFoundError, SweepRecord
-from results.grids import cell_stats, epochs_frame, grid_csv, grid_frame, seed_grids, trials_frame
+from results.grids import (
+    best_cells,
+    cell_stats,
+    colour_limits,
+    epochs_frame,
+    grid_csv,
+    grid_frame,
+    seed_grids,
+    trials_frame,
+)
 from results.separability import PERCENT_METRICS, TWINS, Comparison, report
 from sweeps import Objective
 
 __all__ = [
     "GridMetric",
+    "Heatmap",
     "NoTwinsError",
     "epochs_csv",
     "grid_text",
     "heatmap_png_bytes",
+    "heatmaps",
     "objective",
     "optimizers",
     "separability",
@@ -76,6 +90,41 @@ def epochs_csv(store: Storage, sweep_id: int) -> str:
     """Every stored epoch of every attempt of every trial (errors in percent, η_t, wall time in seconds)."""
     text: str = epochs_frame(store, sweep_id).to_csv(index=False)
     return text
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """One optimizer's heatmap as data: its axes (ascending; λ raw per step), every cell as a row of
+    :func:`results.grids.cell_stats` (a dict of its columns, NaN as None, ``finished_at`` a UTC datetime or None),
+    and the best cells (:func:`results.grids.best_cells`), best first."""
+
+    optimizer: str
+    lrs: list[float]
+    weight_decays: list[float]
+    cells: list[dict[str, Any]]
+    best: list[dict[str, Any]]
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_pydatetime"):  # a pandas Timestamp; NaT is caught below
+        return None if value != value else value.to_pydatetime()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if value is not None and value == value else None
+
+
+def heatmaps(store: Storage, sweep: SweepRecord) -> tuple[list[Heatmap], tuple[float, float]]:
+    """Every optimizer's heatmap, in the spec's order, and the colour scale (low, high) they share: the numbers of
+    the PNG heatmaps and the CSV grids, on the sweep's objective."""
+    goal = objective(sweep)
+    frames = {o: cell_stats(store, sweep.id, o, goal.metric) for o in optimizers(sweep)}
+    maps = []
+    for name, stats in frames.items():
+        records: list[dict[str, Any]] = [{k: _plain(v) for k, v in r.items()} for r in stats.to_dict("records")]
+        best = [{k: _plain(v) for k, v in r.items()} for r in best_cells(stats, goal).to_dict("records")]
+        lrs, wds = sorted({float(v) for v in stats["lr"]}), sorted({float(v) for v in stats["weight_decay"]})
+        maps.append(Heatmap(name, lrs, wds, records, best))
+    return maps, colour_limits(list(frames.values()), goal)
 
 
 def heatmap_png_bytes(store: Storage, sweep: SweepRecord, optimizer: str | None = None) -> bytes:

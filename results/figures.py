@@ -29,6 +29,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from results.grids import DEFAULT_CLIP, best_cells, circled, colour_limits
 from results.separability import PERCENT_METRICS, TWINS
 from sweeps import Objective
 
@@ -45,7 +46,6 @@ __all__ = [
     "twins_png",
 ]
 
-DEFAULT_CLIP: Final = 10.0  # colour scale: best error .. best + 10 percentage points
 DPI: Final = 100  # a PNG is (figure width × DPI) × (figure height × DPI) pixels
 _CMAP: Final = "viridis"
 
@@ -74,12 +74,6 @@ def _best(stats: pd.DataFrame, objective: Objective = _DEFAULT) -> float:
 
 def _value(value: float, objective: Objective) -> str:
     return f"{value:.2f} %" if objective.metric in PERCENT_METRICS else f"{value:.4g}"
-
-
-def circled(n_cells: int) -> int:
-    """How many best cells a heatmap circles: about one in eight, at least 1 and at most 10 (the paper circles its
-    best 10 of 80-odd; 10 of a 16-cell grid would circle most of it)."""
-    return max(1, min(10, round(n_cells / 8)))
 
 
 def draw_heatmap(
@@ -117,8 +111,7 @@ def draw_heatmap(
             )
     cmap = _CMAP if objective.mode == "min" else f"{_CMAP}_r"  # the best cells dark either way
     ax.imshow(np.clip(grid, norm.vmin, norm.vmax), origin="lower", cmap=cmap, norm=norm, aspect="equal")
-    k = circled(len(stats)) if top_k is None else top_k
-    ok = stats[stats["state"] == "ok"].sort_values("mean", kind="stable", ascending=objective.mode == "min").head(k)
+    ok = best_cells(stats, objective, top_k)
     ax.scatter(
         [col[w] for w in ok["weight_decay"]],
         [row[a] for a in ok["lr"]],
@@ -148,17 +141,7 @@ def colour_scale(
 ) -> Normalize:
     """The colour scale of panels drawn together: from the best mean to the worst, but at most ``clip`` points
     from the best for errors in percent (half the best's magnitude for other metrics)."""
-    means = [float(v) for s in stats for v in s.loc[s["state"] == "ok", "mean"] if math.isfinite(v)]
-    if not means:
-        return Normalize(vmin=0.0, vmax=clip)
-    low, high = min(means), max(means)
-    if high <= low:
-        return Normalize(vmin=low, vmax=low + 1e-9)
-    if objective.metric not in PERCENT_METRICS:
-        clip = max(0.5 * abs(high if objective.mode == "max" else low), 1e-9)
-    if objective.mode == "max":
-        return Normalize(vmin=max(high - clip, low), vmax=high)
-    return Normalize(vmin=low, vmax=min(low + clip, high))
+    return Normalize(*colour_limits(stats, objective, clip))
 
 
 def _extend(objective: Objective) -> str:

@@ -10,6 +10,7 @@ How a cell (one α, one λ, all seeds) is summarized:
   finite final test error. A diverged seed is never averaged in as a number: it is counted in ``n_diverged``.
 - ``state`` is ``"ok"`` (every finished seed completed), ``"diverged"`` (every finished seed diverged),
   ``"partly diverged"`` (both) or ``"unfinished"`` (no seed finished: pending, running, failed or cancelled).
+- ``finished_at`` is when the cell's latest seed finished (UTC; None while none has): what changed since a moment.
 - In the wide CSV a cell holds the mean (``repr`` of the float: exact) when ``state`` is ``"ok"``; otherwise the text
   ``diverged``, ``diverged k/n`` (k of n finished seeds diverged; the mean of the others is in the frame), or nothing.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -28,10 +29,16 @@ import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not a dep
 
 from results._contract import Storage
 from results._records import EpochRecord, GridPoint, TrialRecord
+from results.separability import PERCENT_METRICS
+from sweeps import Objective
 
 __all__ = [
     "CELL_COLUMNS",
+    "DEFAULT_CLIP",
+    "best_cells",
     "cell_stats",
+    "circled",
+    "colour_limits",
     "epochs_frame",
     "grid_csv",
     "grid_frame",
@@ -39,7 +46,20 @@ __all__ = [
     "trials_frame",
 ]
 
-CELL_COLUMNS: Final = ("lr", "weight_decay", "mean", "std", "n", "n_diverged", "n_trials", "state")
+CELL_COLUMNS: Final = (
+    "lr",
+    "weight_decay",
+    "weight_decay_given",
+    "mean",
+    "std",
+    "n",
+    "n_diverged",
+    "n_trials",
+    "state",
+    "finished_at",
+)
+_VALUES: Final = ("mean", "std", "n", "n_diverged", "n_trials")  # the columns a grid can show
+DEFAULT_CLIP: Final = 10.0  # colour scale: best error .. best + 10 percentage points
 _PAGE: Final = 1000
 
 
@@ -55,15 +75,18 @@ def _cell_row(lr: float, wd: float, points: list[GridPoint]) -> dict[str, object
         state = "diverged"
     else:
         state = "partly diverged"
+    finished = [p.finished_at for p in points if p.finished_at is not None and p.status in ("completed", "diverged")]
     return {
         "lr": lr,
         "weight_decay": wd,
+        "weight_decay_given": points[0].weight_decay_given,
         "mean": float(np.mean(errors)) if n else math.nan,
         "std": float(np.std(errors, ddof=1)) if n > 1 else math.nan,
         "n": n,
         "n_diverged": diverged,
         "n_trials": len(points),
         "state": state,
+        "finished_at": max(finished) if finished else None,
     }
 
 
@@ -81,9 +104,45 @@ def cell_stats(store: Storage, sweep_id: int, optimizer: str, metric: str = "tes
 def grid_frame(stats: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
     """One column of :func:`cell_stats` as a grid: α (``lr``) down the rows, λ (``weight_decay``, raw per step)
     across the columns, both ascending; a cell absent from the sweep is NaN."""
-    if value not in CELL_COLUMNS[2:]:
-        raise ValueError(f"value must be one of {CELL_COLUMNS[2:]}, got {value!r}")
+    if value not in _VALUES:
+        raise ValueError(f"value must be one of {_VALUES}, got {value!r}")
     return stats.pivot(index="lr", columns="weight_decay", values=value).sort_index().sort_index(axis=1)
+
+
+_MIN: Final = Objective()
+
+
+def circled(n_cells: int) -> int:
+    """How many best cells a heatmap marks: about one in eight, at least 1 and at most 10 (the paper circles its
+    best 10 of 80-odd; 10 of a 16-cell grid would circle most of it)."""
+    return max(1, min(10, round(n_cells / 8)))
+
+
+def best_cells(stats: pd.DataFrame, objective: Objective = _MIN, k: int | None = None) -> pd.DataFrame:
+    """The ``k`` best cells of :func:`cell_stats` (default :func:`circled` of the grid's size), best first: cells
+    whose every finished seed completed, by mean (lowest first, or highest where the objective's mode is ``max``)."""
+    k = circled(len(stats)) if k is None else k
+    ok = stats[stats["state"] == "ok"]
+    return ok.sort_values("mean", kind="stable", ascending=objective.mode == "min").head(k)
+
+
+def colour_limits(
+    stats: Sequence[pd.DataFrame], objective: Objective = _MIN, clip: float = DEFAULT_CLIP
+) -> tuple[float, float]:
+    """The colour scale (low, high) of grids shown together: from the best mean to the worst, but at most ``clip``
+    points from the best for errors in percent (half the best's magnitude for other metrics), so that the good
+    region stays readable beside 90 % cells while a grid whose cells all lie within a few points spans the scale."""
+    means = [float(v) for s in stats for v in s.loc[s["state"] == "ok", "mean"] if math.isfinite(v)]
+    if not means:
+        return 0.0, clip
+    low, high = min(means), max(means)
+    if high <= low:
+        return low, low + 1e-9
+    if objective.metric not in PERCENT_METRICS:
+        clip = max(0.5 * abs(high if objective.mode == "max" else low), 1e-9)
+    if objective.mode == "max":
+        return max(high - clip, low), high
+    return low, min(low + clip, high)
 
 
 def _cell_text(row: pd.Series) -> str:

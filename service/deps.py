@@ -3,13 +3,13 @@ and the sweep of a ``/sweeps/{sweep_id}/...`` path (404 when there is none)."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated, Final
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from results import NotFoundError, Storage, SweepRecord
+from service.guard import signed_in
 from service.scheduler import Scheduler
 from service.settings import Settings
 
@@ -46,15 +46,17 @@ _bearer = HTTPBearer(auto_error=False, description="WDGRID_API_TOKEN, when the s
 
 
 async def require_token(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """With ``WDGRID_API_TOKEN`` set, every route of the router needs ``Authorization: Bearer <token>``: all but
-    the health checks and the API docs (``/docs``, ``/redoc``, ``/openapi.json``), which Swagger UI must fetch
-    without one and which hold no results."""
+    """With ``WDGRID_API_TOKEN`` set, every route of the router needs ``Authorization: Bearer <token>`` (or the web
+    page's session cookie, ``service.guard``): all but the health checks and the API docs (``/docs``, ``/redoc``,
+    ``/openapi.json``), which Swagger UI must fetch without one and which hold no results."""
     if settings.api_token is None:
         return
-    expected = settings.api_token.get_secret_value().encode()
-    if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected):
+    bearer = None if credentials is None else f"Bearer {credentials.credentials}"
+    if not signed_in(settings.api_token.get_secret_value(), bearer, request.headers.get("cookie")):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )

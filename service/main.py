@@ -21,6 +21,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from results import ConflictError, NotFoundError, SqlStorage, TransitionError
 from service.deps import SettingsDep, StoreDep
 from service.guard import DOCS_ASSETS, Guard
+from service.pages import STATIC, pages, static_files
 from service.routes import router
 from service.scheduler import Scheduler
 from service.schemas import SUBMISSION_TAGS
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(pages)
+    app.mount(STATIC, static_files(), name="static")
     token = None if settings.api_token is None else settings.api_token.get_secret_value()
     app.add_middleware(Guard, token=token, max_body_bytes=settings.max_body_bytes)
 

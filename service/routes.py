@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import math
 import threading
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Response, status
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from results import NotFoundError, Storage, SweepRecord, TrialStatus
+from results import NotFoundError, Storage, SweepRecord, TrialRecord, TrialStatus
 from results.export import GridMetric, NoTwinsError
 from service.deps import MAX_ID, SchedulerDep, SettingsDep, StoreDep, SweepDep, require_token
 from service.schemas import (
     AttemptPublic,
+    CellDetail,
+    CellPublic,
+    CellsPublic,
     ComparisonPublic,
     EpochPublic,
+    HeatmapPublic,
     PluginPublic,
     PresetPublic,
     Problem,
@@ -35,7 +40,7 @@ from service.schemas import (
 )
 from sweeps import SweepSpec, expand, list_presets
 
-__all__ = ["router"]
+__all__ = ["cells", "public", "router"]
 
 router = APIRouter(
     dependencies=[Depends(require_token)],
@@ -46,20 +51,41 @@ Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip (pagin
 TrialId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The trial's id.")]
 OptimizerName = Literal["sgd", "sgdw", "adam", "adamw"]
 _CSV: dict[str, Any] = {"text/csv": {}}
-_GRID_CACHE: dict[tuple[Any, ...], str] = {}  # oldest first; bounded by _GRID_CACHE_SIZE
-_GRID_CACHE_SIZE = 256
-_GRID_LOCK = threading.Lock()
+_CACHE: dict[tuple[Any, ...], Any] = {}  # oldest first; bounded by _CACHE_SIZE
+_CACHE_SIZE = 256
+_CACHE_LOCK = threading.Lock()
+# A cells answer's cursor lies this far before the moment it was read: a trial whose finish was being committed
+# while the answer was read (its finished_at a little earlier) is sent again next time, never missed.
+CURSOR_OVERLAP: Final = timedelta(seconds=3)
+_T = TypeVar("_T")
 _PNG: dict[str, Any] = {"image/png": {}}
 # Error responses, documented per route (their bodies: service.schemas.Problem).
 _404: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such sweep, trial or grid."}}
 _409: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description": "Not possible in the sweep's state."}}
 
 
+def _cached(store: Storage, sweep: SweepRecord, what: tuple[Any, ...], build: Callable[[], _T]) -> _T:
+    """A view of a sweep's results, rebuilt only when a trial of it changed status: pollers of a running sweep
+    mostly get the cached one (a grid through pandas costs ~10 ms, every heatmap of a 5000-cell sweep more; the
+    status counts that key it ~1 ms)."""
+    version = tuple(sorted(store.status_counts(sweep.id).items()))
+    key = (store.url, sweep.id, *what, version)
+    value: _T | None = _CACHE.get(key)
+    if value is None:
+        value = build()
+        with _CACHE_LOCK:
+            _CACHE[key] = value
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+    return value
+
+
 def _public(store: Storage, sweep_id: int) -> SweepPublic:
-    return _of(store, store.get_sweep(sweep_id), datetime.now(UTC))
+    return public(store, store.get_sweep(sweep_id), datetime.now(UTC))
 
 
-def _of(store: Storage, sweep: SweepRecord, now: datetime) -> SweepPublic:
+def public(store: Storage, sweep: SweepRecord, now: datetime) -> SweepPublic:
+    """The sweep as the API shows it: status, counts, progress and ETA at ``now``."""
     trained = None
     if sweep.status == "running" and sweep.started_at is not None:
         trained = store.finished_since(sweep.id, sweep.started_at)
@@ -132,13 +158,13 @@ def list_sweeps(
     """Sweeps by id, optionally of one status, a page at a time."""
     page, count = store.list_sweeps(status=status_, offset=offset, limit=limit)
     now = datetime.now(UTC)
-    return SweepsPublic(data=[_of(store, s, now) for s in page], count=count)
+    return SweepsPublic(data=[public(store, s, now) for s in page], count=count)
 
 
 @router.get("/sweeps/{sweep_id}", response_model=SweepPublic, responses=_404, tags=["sweeps"])
 def get_sweep(store: StoreDep, sweep: SweepDep) -> SweepPublic:
     """A sweep's status, trial counts, progress, elapsed time and ETA."""
-    return _of(store, sweep, datetime.now(UTC))  # SweepDep already read it
+    return public(store, sweep, datetime.now(UTC))  # SweepDep already read it
 
 
 @router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic, responses=_404 | _409, tags=["sweeps"])
@@ -176,12 +202,90 @@ def get_trial(store: StoreDep, sweep: SweepDep, trial_id: TrialId) -> TrialDetai
     trial = store.get_trial(trial_id)
     if trial.sweep_id != sweep.id:
         raise NotFoundError(f"sweep {sweep.id} has no trial {trial_id}")
+    return _detail(store, trial)
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 date and time (a cells answer's cursor); naive means UTC. A 422 naming ``since`` otherwise (a
+    number is not taken for seconds since 1970: the schema says date-time)."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        error = {"type": "datetime_from_iso", "loc": ("query", "since"), "msg": "Input should be an ISO 8601 date-time"}
+        raise RequestValidationError([error | {"input": text}]) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _detail(store: Storage, trial: TrialRecord) -> TrialDetail:
     return TrialDetail(
         **TrialPublic.of(trial).model_dump(),
         config=trial.config,
         attempts_detail=[AttemptPublic.model_validate(a) for a in store.attempts(trial.id)],
         epochs=[EpochPublic.model_validate(e) for e in store.epochs(trial.id)],
     )
+
+
+@router.get("/sweeps/{sweep_id}/cells", response_model=CellsPublic, responses=_404, tags=["results"])
+def cells(
+    store: StoreDep,
+    sweep: SweepDep,
+    since: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="A previous answer's cursor (ISO 8601; UTC unless it says): only the cells whose seeds "
+            "finished since then.",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
+) -> CellsPublic:
+    """Every optimizer's α × λ cells (mean ± std of the objective over seeds, diverged seeds, state), its best
+    cells and the colour scale: the numbers of the heatmaps and CSV grids, as data (the web page draws them). With
+    ``since``, only the cells that changed: a live view of a 5000-cell sweep polls a few cells, not the grid."""
+    from results.export import heatmaps, objective
+
+    cursor = datetime.now(UTC) - CURSOR_OVERLAP
+    maps, scale = _cached(store, sweep, ("cells",), lambda: heatmaps(store, sweep))
+    after = None if since is None else _instant(since)
+    goal = objective(sweep)
+
+    def changed(cell: dict[str, Any]) -> bool:
+        return after is None or (cell["finished_at"] is not None and cell["finished_at"] >= after)
+
+    return CellsPublic(
+        metric=goal.metric,
+        mode=goal.mode,
+        scale=scale,
+        cursor=cursor,
+        heatmaps=[
+            HeatmapPublic(
+                optimizer=m.optimizer,
+                lrs=m.lrs if after is None else [],
+                weight_decays=m.weight_decays if after is None else [],
+                cells=[CellPublic(**c) for c in m.cells if changed(c)],
+                best=[(b["lr"], b["weight_decay"]) for b in m.best],
+            )
+            for m in maps
+        ],
+    )
+
+
+@router.get("/sweeps/{sweep_id}/cells/{optimizer}", response_model=CellDetail, responses=_404, tags=["results"])
+def cell(
+    store: StoreDep,
+    sweep: SweepDep,
+    optimizer: Annotated[OptimizerName, PathParam(description="Whose grid.")],
+    lr: Annotated[float, Query(description="The cell's α, exactly as the cells route gives it.")],
+    weight_decay: Annotated[
+        float, Query(description="The cell's λ (raw per step), exactly as the cells route gives it.")
+    ],
+) -> CellDetail:
+    """One cell's trials (one per seed) with every attempt and every epoch: its learning curves."""
+    points = [p for p in store.grid(sweep.id, optimizer) if p.lr == lr and p.weight_decay == weight_decay]
+    if not points:
+        raise NotFoundError(f"sweep {sweep.id} has no {optimizer} cell at lr={lr!r}, weight_decay={weight_decay!r}")
+    trials = [_detail(store, store.get_trial(p.trial_id)) for p in points]
+    return CellDetail(optimizer=optimizer, lr=lr, weight_decay=weight_decay, trials=trials)
 
 
 @router.get(
@@ -204,17 +308,7 @@ def grid_csv(
     ``std``, ``n`` (completed seeds) or ``n_diverged``."""
     from results.export import grid_text
 
-    # A grid changes only when a trial changes status: pollers of a running sweep mostly get the cached text
-    # (building it through pandas costs ~10 ms; the counts ~1 ms).
-    version = tuple(sorted(store.status_counts(sweep.id).items()))
-    key = (store.url, sweep.id, optimizer, metric, version)
-    text = _GRID_CACHE.get(key)
-    if text is None:
-        text = grid_text(store, sweep, optimizer, metric)
-        with _GRID_LOCK:
-            _GRID_CACHE[key] = text
-            while len(_GRID_CACHE) > _GRID_CACHE_SIZE:
-                _GRID_CACHE.pop(next(iter(_GRID_CACHE)))
+    text = _cached(store, sweep, ("grid", optimizer, metric), lambda: grid_text(store, sweep, optimizer, metric))
     return _file(text.encode(), "text/csv", f"sweep-{sweep.id}-{optimizer}-{metric}.csv")
 
 

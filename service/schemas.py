@@ -15,8 +15,12 @@ from sweeps import PluginDescription, SweepSpec, list_presets, load_preset
 
 __all__ = [
     "AttemptPublic",
+    "CellDetail",
+    "CellPublic",
+    "CellsPublic",
     "ComparisonPublic",
     "EpochPublic",
+    "HeatmapPublic",
     "PluginPublic",
     "PresetPublic",
     "PresetSubmission",
@@ -211,6 +215,56 @@ class TrialDetail(TrialPublic):
     config: dict[str, Any] = Field(description="The resolved training config the worker ran.")
     attempts_detail: list[AttemptPublic] = Field(description="Every attempt, oldest first.")
     epochs: list[EpochPublic] = Field(description="Every attempt's epochs, by attempt then epoch.")
+
+
+class CellPublic(_Public):
+    """One (α, λ) cell of one optimizer's grid over the seeds: ``results.grids.cell_stats``, the numbers of the CSV
+    grids and of the heatmaps."""
+
+    lr: float = Field(description="α.")
+    weight_decay: float = Field(description="λ, raw per step.")
+    weight_decay_given: float = Field(description="λ as the spec gave it (raw, or λ_norm when normalized).")
+    mean: float | None = Field(description="Mean over completed seeds of the final objective (null: none).")
+    std: float | None = Field(description="Sample std over completed seeds (null for fewer than 2).")
+    n: int = Field(description="Seeds completed with a finite value.")
+    n_diverged: int = Field(description="Seeds that diverged (counted, never averaged in).")
+    n_trials: int = Field(description="Seeds of the cell (trials).")
+    state: Literal["ok", "diverged", "partly diverged", "unfinished"] = Field(
+        description="ok (every finished seed completed), diverged, partly diverged, unfinished (no seed finished)."
+    )
+    finished_at: datetime | None = Field(description="UTC; when the cell's latest seed finished.")
+
+
+class HeatmapPublic(_Public):
+    optimizer: str = Field(description="sgd, sgdw, adam or adamw.")
+    lrs: list[float] = Field(description="The grid's α values, ascending (empty with since: axes do not change).")
+    weight_decays: list[float] = Field(
+        description="The grid's λ values (raw per step), ascending (empty with since: axes do not change)."
+    )
+    cells: list[CellPublic] = Field(description="Every cell, or (with since) those whose seeds finished since then.")
+    best: list[tuple[float, float]] = Field(
+        description="The best cells as (α, λ), best first: about one in eight, 1 to 10 (those the PNG circles)."
+    )
+
+
+class CellsPublic(_Public):
+    metric: str = Field(description="The sweep's objective (test_error, percent, unless the spec names another).")
+    mode: Literal["min", "max"] = Field(description="Whether lower (min) or higher (max) is better.")
+    scale: tuple[float, float] = Field(
+        description="The colour scale (low, high) of every heatmap of the sweep: the PNG's (results.grids)."
+    )
+    heatmaps: list[HeatmapPublic] = Field(description="One per optimizer, in the spec's order.")
+    cursor: datetime = Field(
+        description="Pass as since= to get only the cells that changed after this answer (UTC; a few seconds "
+        "before now, so that a cell written while this answer was read is sent again, not missed)."
+    )
+
+
+class CellDetail(_Public):
+    optimizer: str = Field(description="sgd, sgdw, adam or adamw.")
+    lr: float = Field(description="α.")
+    weight_decay: float = Field(description="λ, raw per step.")
+    trials: list[TrialDetail] = Field(description="The cell's trials (one per seed), with attempts and epochs.")
 
 
 class PresetPublic(_Public):

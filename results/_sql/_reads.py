@@ -16,7 +16,7 @@ from results._records import (
     TrialRecord,
     TrialStatus,
 )
-from results._sql._base import SqlBase, _attempt, _epoch, _sweep, _trial
+from results._sql._base import SqlBase, _attempt, _epoch, _sweep, _trial, _utc
 from results._tables import AttemptRow, EpochRow, SweepRow, TrialRow
 
 __all__ = ["ReadsSql"]
@@ -132,6 +132,7 @@ class ReadsSql(SqlBase):
             TrialRow.seed,
             TrialRow.status,
             column,
+            TrialRow.finished_at,
         )
         q = (
             select(*cols)
@@ -140,9 +141,21 @@ class ReadsSql(SqlBase):
         )
         with self._session(write=False) as s:
             rows = s.execute(q).all()
-        if column is TrialRow.final_extra:
-            return [GridPoint(*row[:-1], _number((row[-1] or {}).get(metric))) for row in rows]  # type: ignore[call-arg]
-        return [GridPoint(*row) for row in rows]
+        extra = column is TrialRow.final_extra
+        return [
+            GridPoint(
+                trial_id=row[0],
+                cell_id=row[1],
+                lr=row[2],
+                weight_decay=row[3],
+                weight_decay_given=row[4],
+                seed=row[5],
+                status=row[6],
+                value=_number((row[7] or {}).get(metric)) if extra else row[7],
+                finished_at=_utc(row[8]),
+            )
+            for row in rows
+        ]
 
 
 def _number(value: object) -> float | None:

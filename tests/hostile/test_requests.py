@@ -96,6 +96,22 @@ def test_input_json_does_not_have_or_no_backend_stores_is_a_short_422(
         assert detail[0]["loc"] == loc, detail
 
 
+def test_deep_nesting_is_a_422_at_the_body():
+    from service.guard import MAX_DEPTH, too_deep
+
+    assert not too_deep(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    assert too_deep(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    body = b'{"name": "' + b"[{" * 1000 + b'\\\\", "x": [1]}'  # a string of brackets, ending in an escaped \\
+    assert json.loads(body)["x"] == [1] and not too_deep(body)  # brackets in a string do not nest
+    assert not too_deep(b"[" + b"[1], " * 100_000 + b"[]]")  # many brackets, shallow: two levels
+
+
+def test_a_deeply_nested_body_is_refused_before_it_is_parsed(server: Server):
+    r = post_raw(server, b'{"preset": "smoke", "model_args": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    assert "nested deeper" in r.json()["detail"][0]["msg"]
+
+
 def test_a_runaway_schedule_is_refused_naming_it(server: Server):
     schedule = {"name": "warm_restarts", "t_0": 1e-300, "t_mult": 1.0000000001}
     r = post_raw(server, json.dumps({"preset": "smoke", "schedule": schedule}).encode())
@@ -123,6 +139,35 @@ def test_every_route_of_the_document_needs_the_token(server: Server):
                 assert r.status_code == 401, (method, path, r.status_code)
                 checked += 1
     assert checked >= 14  # a new route cannot forget the token
+
+
+def test_the_web_pages_need_the_token_and_other_sites_cannot_write(server: Server):
+    from service.guard import session_value
+
+    for path in ("/", "/ui/", "/ui/new", "/ui/sweeps/1"):  # a person without the cookie: to the login page
+        r = httpx.get(server.url + path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next="), (path, r.status_code)
+    assert httpx.get(f"{server.url}/ui/login").status_code == 200
+    assert httpx.get(f"{server.url}/ui/static/sweep.js").status_code == 200  # public code, like the docs' assets
+
+    r = httpx.post(f"{server.url}/ui/session", json={"token": "wrong"})
+    assert r.status_code == 401 and "wrong token" in r.json()["detail"]
+    r = httpx.post(f"{server.url}/ui/session", json={"token": server.token})
+    cookie = r.headers["set-cookie"]
+    assert r.status_code == 204 and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert server.token not in cookie  # the cookie is not the API token itself
+    session = {"Cookie": f"wdgrid_session={session_value(server.token)}"}
+    assert httpx.get(f"{server.url}/sweeps", headers=session).status_code == 200
+    assert httpx.get(f"{server.url}/sweeps", headers={"Cookie": "wdgrid_session=" + "0" * 64}).status_code == 401
+
+    # Writes from another site are refused, whatever credentials ride along; the page's own origin passes.
+    bearer = {"Authorization": f"Bearer {server.token}"}
+    for origin in ("https://evil.example", "null", server.url.replace("127.0.0.1", "localhost")):
+        for headers in (bearer, session):
+            r = httpx.post(f"{server.url}/sweeps", json={"preset": "smoke"}, headers=headers | {"Origin": origin})
+            assert r.status_code == 403 and "another site" in r.json()["detail"], (origin, r.status_code)
+    r = httpx.post(f"{server.url}/sweeps", json={"preset": "smoke"}, headers=session | {"Origin": server.url})
+    assert r.status_code == 201
 
 
 def test_readyz_says_what_is_down_without_naming_hosts():

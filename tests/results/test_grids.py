@@ -109,3 +109,28 @@ def test_seed_grids_put_diverged_cells_at_nan(store: Storage, sweep: SweepRecord
     assert (lrs, wds, sorted(grids)) == ([0.05, 0.1, 0.2], [0.0, 0.0005], [0, 1])
     assert grids[0][2].tolist()[0] == pytest.approx(2.0)
     assert np.isnan(grids[0][2, 1]) and np.isnan(grids[1][2]).all()
+
+
+def test_each_cell_says_when_its_latest_seed_finished(store: Storage, sweep: SweepRecord):
+    trials, _ = store.trials(sweep.id, optimizer="sgd")
+    stats = cell_stats(store, sweep.id, "sgd").set_index(["lr", "weight_decay"])
+    for (lr, wd), row in stats.iterrows():
+        latest = max(t.finished_at for t in trials if (t.lr, t.weight_decay) == (lr, wd) and t.finished_at)
+        assert row["finished_at"] == latest
+    assert (stats["weight_decay_given"] == stats.index.get_level_values("weight_decay")).all()
+
+
+def test_heatmaps_as_data_are_the_png_s_numbers(store: Storage, sweep: SweepRecord):
+    from results.export import heatmaps
+    from results.grids import best_cells, colour_limits
+
+    maps, scale = heatmaps(store, sweep)
+    assert [m.optimizer for m in maps] == ["sgd", "adamw"]
+    sgd = cell_stats(store, sweep.id, "sgd")
+    assert scale == colour_limits([sgd, cell_stats(store, sweep.id, "adamw")])
+    assert maps[0].lrs == [0.05, 0.1, 0.2] and maps[0].weight_decays == [0.0, 0.0005]
+    gone = next(c for c in maps[0].cells if (c["lr"], c["weight_decay"]) == (0.2, 0.0005))
+    assert gone["mean"] is None and gone["state"] == "diverged"  # NaN becomes null, not a number JSON lacks
+    assert [(b["lr"], b["weight_decay"]) for b in maps[0].best] == list(
+        zip(best_cells(sgd)["lr"], best_cells(sgd)["weight_decay"], strict=True)
+    )
