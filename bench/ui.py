@@ -48,7 +48,7 @@ TOKEN = "bench-ui-token-0123456789"
 
 def build(db: str) -> tuple[int, int, list]:  # type: ignore[type-arg]
     store = SqlStorage(db)
-    run = ROOT / "tests/results/data/cpu_fig2_run.json"
+    run = ROOT / "tests/results/data/cpu_fig2_run_wide.json"
     fig2, _ = fill(store, measured_spec(run), measured(run))
     store.set_sweep_status(fig2, "running")
     store.set_sweep_status(fig2, "completed")
@@ -166,7 +166,7 @@ def screenshots(url: str, token: str, sweep: int, folder: Path) -> None:
         page.wait_for_selector("#cell-curves svg")
         best.hover()
         page.screenshot(
-            path=str(folder / "ui-sweep.png"), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": 1900}
+            path=str(folder / "ui-sweep.png"), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": 2000}
         )
         chromium.close()
     print(f"screenshots: {folder / 'ui-sweeps.png'}, {folder / 'ui-sweep.png'}")

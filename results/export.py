@@ -32,6 +32,7 @@ __all__ = [
     "GridMetric",
     "Heatmap",
     "NoTwinsError",
+    "UnfinishedPair",
     "epochs_csv",
     "grid_text",
     "heatmap_png_bytes",
@@ -40,6 +41,7 @@ __all__ = [
     "optimizers",
     "separability",
     "trials_csv",
+    "unfinished_pairs",
     "write_all",
 ]
 
@@ -144,23 +146,57 @@ def heatmap_png_bytes(store: Storage, sweep: SweepRecord, optimizer: str | None 
         return path.read_bytes()
 
 
+@dataclass(frozen=True)
+class UnfinishedPair:
+    """An L2 optimizer and its twin whose cells have not all finished: not analysed yet. ``finished``: cells of the
+    two that completed, diverged or failed; ``cells``: all of them."""
+
+    l2: str
+    decoupled: str
+    finished: int
+    cells: int
+
+
+def _pairs(sweep: SweepRecord) -> list[tuple[str, str]]:
+    names = optimizers(sweep)
+    pairs = [(l2, dw) for l2, dw in TWINS.items() if l2 in names and dw in names]
+    if not pairs:
+        raise NoTwinsError(f"sweep {sweep.id} has no L2 optimizer beside its decoupled twin {TWINS}")
+    return pairs
+
+
+def unfinished_pairs(store: Storage, sweep: SweepRecord) -> list[UnfinishedPair]:
+    """The sweep's twin pairs with a cell still pending or running (:class:`NoTwinsError` when it has no pair)."""
+    out = []
+    for l2, dw in _pairs(sweep):
+        waiting = total = 0
+        for o in (l2, dw):
+            total += store.trials(sweep.id, optimizer=o, limit=1)[1]
+            waiting += sum(store.trials(sweep.id, optimizer=o, status=st, limit=1)[1] for st in ("pending", "running"))
+        if waiting:
+            out.append(UnfinishedPair(l2, dw, total - waiting, total))
+    return out
+
+
 def separability(store: Storage, sweep: SweepRecord) -> list[Comparison]:
     """Each L2 optimizer of the sweep against its decoupled twin (:func:`results.separability.report`), on the
-    sweep's objective (negated where higher is better; scaled to its best value unless it is an error in percent).
-    :class:`NoTwinsError` when no pair ran, or the grids cannot be analysed."""
-    names = optimizers(sweep)
-    paired = [o for l2, dw in TWINS.items() if l2 in names and dw in names for o in (l2, dw)]
-    if not paired:
-        raise NoTwinsError(f"sweep {sweep.id} has no L2 optimizer beside its decoupled twin {TWINS}")
+    sweep's objective (negated where higher is better; scaled to its best value unless it is an error in percent),
+    for the pairs whose cells have all finished (:func:`unfinished_pairs` names the others: a running sweep is
+    analysed as far as it goes). :class:`NoTwinsError` when no pair is in the sweep, or the grids cannot be
+    analysed."""
+    waiting = {(p.l2, p.decoupled) for p in unfinished_pairs(store, sweep)}
     goal = objective(sweep)
     sign = 1.0 if goal.mode == "min" else -1.0
     grids = {}
-    for o in paired:
-        lrs, wds, seeds = seed_grids(store, sweep.id, o, goal.metric)
-        grids[o] = (lrs, wds, {seed: sign * values for seed, values in seeds.items()})
+    for pair in _pairs(sweep):
+        if pair in waiting:
+            continue
+        for o in pair:
+            lrs, wds, seeds = seed_grids(store, sweep.id, o, goal.metric)
+            grids[o] = (lrs, wds, {seed: sign * values for seed, values in seeds.items()})
     try:
         return report(grids, relative=goal.metric not in PERCENT_METRICS)
-    except ValueError as exc:  # e.g. λ = 0 on an axis: the analysis is in log2
+    except ValueError as exc:  # e.g. λ = 0 on an axis: the analysis is in log2; or a grid with no finite cell
         raise NoTwinsError(f"cannot analyze sweep {sweep.id}: {exc}") from None
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,9 @@ __all__ = [
     "RELATIVE_CAP",
     "TWINS",
     "Comparison",
+    "Outcome",
+    "Reason",
+    "ReasonCode",
     "Separability",
     "analyze",
     "compare",
@@ -75,8 +78,14 @@ class Separability:
     - ``topk_log_corr``: Pearson correlation of log2 α and log2 λ over the ``top_k`` finite cells with the lowest
       error (ties broken by grid order; the paper's black circles). Negative: a diagonal band. NaN when either
       coordinate is constant among them or fewer than 3 cells are finite.
-    - ``best_lr``, ``best_wd``, ``best_error``: the best finite cell.
+    - ``best_lr``, ``best_wd``, ``best_error``: the best finite cell; ``lr_edge``, ``wd_edge``: where it lies on
+      each axis: -1 the smallest value tried, +1 the largest, 0 inside (a best cell on an edge may not be the best).
     - ``near_rows``: how many rows the slope was fitted on; ``cap``: the cap used (points above the best).
+    - ``regret``: the mean of r_λ and r_αλ behind the coupling index (same units as the errors; NaN with it): how
+      large the differences it compares are.
+    - ``resolution``: the smallest difference between two distinct finite values of the grid (NaN for fewer than
+      two, or with ``relative``): for errors of one seed on a test set of n examples, 100/n points — one example.
+    - ``finite_cells``, ``cells``: cells with a finite error, and all cells of the grid.
     """
 
     coupling_slope: float
@@ -88,6 +97,12 @@ class Separability:
     best_error: float
     near_rows: int
     cap: float
+    lr_edge: int = 0
+    wd_edge: int = 0
+    regret: float = math.nan
+    resolution: float = math.nan
+    finite_cells: int = 0
+    cells: int = 0
 
     @property
     def best(self) -> tuple[float, float, float]:
@@ -139,7 +154,9 @@ def _index_of(axis: FloatArray, value: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def _coupling_index(capped: FloatArray, la: FloatArray, lw: FloatArray, bi: int, bj: int, best: float) -> float:
+def _coupling_index(
+    capped: FloatArray, la: FloatArray, lw: FloatArray, bi: int, bj: int, best: float
+) -> tuple[float, float]:
     r_fixed_wd, r_fixed_product = [], []
     for k in _SHIFTS:
         i = _index_of(la, la[bi] + k)
@@ -149,9 +166,9 @@ def _coupling_index(capped: FloatArray, la: FloatArray, lw: FloatArray, bi: int,
         r_fixed_wd.append(capped[i, bj] - best)
         r_fixed_product.append(capped[i, j] - best)
     if not r_fixed_wd:
-        return math.nan
+        return math.nan, math.nan
     r_l, r_al = float(np.mean(r_fixed_wd)), float(np.mean(r_fixed_product))
-    return r_l / (r_l + r_al) if r_l + r_al > 0 else math.nan
+    return (r_l / (r_l + r_al) if r_l + r_al > 0 else math.nan), (r_l + r_al) / 2
 
 
 def _interaction_share(capped: FloatArray) -> float:
@@ -205,9 +222,10 @@ def analyze(
         near = best + max(_NEAR_POINTS, _NEAR_FRACTION * best)
     capped = np.where(np.isfinite(e), np.minimum(e, best + cap), best + cap)
     slope, near_rows = _slope(e, capped, la, lw, near)
+    index, regret = _coupling_index(capped, la, lw, bi, bj, best)
     return Separability(
         coupling_slope=slope,
-        coupling_index=_coupling_index(capped, la, lw, bi, bj, best),
+        coupling_index=index,
         interaction_share=_interaction_share(capped),
         topk_log_corr=_topk_corr(e, la, lw, top_k),
         best_lr=float(lrs[bi]),
@@ -215,11 +233,44 @@ def analyze(
         best_error=best,
         near_rows=near_rows,
         cap=cap,
+        lr_edge=_edge(bi, la.size),
+        wd_edge=_edge(bj, lw.size),
+        regret=regret,
+        resolution=math.nan if relative else _resolution(e),
+        finite_cells=int(np.isfinite(e).sum()),
+        cells=int(e.size),
     )
+
+
+def _edge(index: int, size: int) -> int:
+    return -1 if index == 0 else 1 if index == size - 1 else 0
+
+
+def _resolution(errors: FloatArray) -> float:
+    values = np.unique(np.round(errors[np.isfinite(errors)], 9))
+    steps = np.diff(values)
+    return float(steps.min()) if steps.size else math.nan
 
 
 # --- Comparing an L2 optimizer with its decoupled twin --------------------------------------------------------------
 _FIELDS: Final = ("coupling_index", "coupling_slope", "interaction_share", "topk_log_corr")
+
+
+Outcome = Literal["l2_more_coupled", "not_more_coupled", "inconclusive"]
+ReasonCode = Literal[
+    "single_seed", "seeds_disagree", "within_spread", "best_on_edge", "below_resolution", "too_few_cells"
+]
+RESOLUTION_STEPS: Final = 2  # a coupling index resting on differences under 2 steps of the resolution says nothing
+MIN_FINISHED: Final = 0.5  # a grid with fewer finite cells than this share is too sparse to judge
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a comparison cannot tell: ``code`` (``single_seed``, ``seeds_disagree``, ``within_spread``,
+    ``best_on_edge``, ``below_resolution``, ``too_few_cells``) and a sentence that says what to do about it."""
+
+    code: ReasonCode
+    text: str
 
 
 @dataclass(frozen=True)
@@ -227,7 +278,9 @@ class Comparison:
     """An L2 optimizer (e.g. ``sgd``) beside its decoupled twin (``sgdw``), one :class:`Separability` per seed.
 
     ``coupled_seeds`` counts the seeds (present for both) on which the L2 optimizer's coupling index is higher than
-    the twin's; ``verdict`` says the result in words, with every seed's values beside the mean."""
+    the twin's. ``outcome`` is ``l2_more_coupled`` (on every seed, the paper's claim), ``not_more_coupled`` (on no
+    seed) or ``inconclusive``, and then ``reasons`` say why (:func:`compare`). ``sentence`` says it in words;
+    ``verdict`` is that sentence with every statistic's per-seed values and mean beneath, one per line."""
 
     l2: str
     decoupled: str
@@ -235,6 +288,9 @@ class Comparison:
     decoupled_by_seed: Mapping[int, Separability]
     coupled_seeds: int
     n_seeds: int
+    outcome: Outcome
+    reasons: tuple[Reason, ...]
+    sentence: str
     verdict: str
 
 
@@ -249,40 +305,126 @@ def _line(name: str, by_seed: Mapping[int, Separability], field: str) -> str:
     return f"  {name:>8} {field:<17} mean {_mean(values):+.2f} ({per_seed})"
 
 
+def _seeds(seeds: Sequence[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+
+def _grid_reasons(name: str, by_seed: Mapping[int, Separability]) -> list[Reason]:
+    """What makes one optimizer's grids unable to carry a verdict: sparse grids, an undefined index, best cells on
+    an edge, differences within the resolution."""
+    reasons = []
+    seeds = sorted(by_seed)
+    sparse = [s for s in seeds if by_seed[s].finite_cells < MIN_FINISHED * by_seed[s].cells]
+    if sparse:
+        s0 = by_seed[sparse[0]]
+        reasons.append(
+            Reason(
+                "too_few_cells",
+                f"{name} has too few finished cells ({_seeds(sparse)}: {s0.finite_cells} of {s0.cells} on the first)",
+            )
+        )
+    undefined = [s for s in seeds if not math.isfinite(by_seed[s].coupling_index)]
+    if undefined:
+        reasons.append(
+            Reason(
+                "too_few_cells",
+                f"{name}'s coupling index is undefined on {_seeds(undefined)}: no shift of α by 2^±1 or 2^±2 from "
+                "its best cell keeps both compared cells on the grid (widen the grid around the best cell)",
+            )
+        )
+    for axis, field, symbol in (("α", "lr_edge", "lr"), ("λ", "wd_edge", "weight_decay")):
+        for side, word, way in ((1, "largest", "up"), (-1, "smallest", "down")):
+            on_edge = [s for s in seeds if getattr(by_seed[s], field) == side]
+            if on_edge:
+                reasons.append(
+                    Reason(
+                        "best_on_edge",
+                        f"{name}'s best cell has the {word} {axis} tried ({_seeds(on_edge)}): the best may lie "
+                        f"beyond the grid; extend the {symbol} axis {way}",
+                    )
+                )
+    fine = [s for s in seeds if math.isfinite(by_seed[s].resolution)]
+    coarse = [s for s in fine if by_seed[s].regret < RESOLUTION_STEPS * by_seed[s].resolution]
+    if coarse:
+        s0 = by_seed[coarse[0]]
+        reasons.append(
+            Reason(
+                "below_resolution",
+                f"{name}'s coupling index rests on differences of about {s0.regret:.2f} points, within "
+                f"{RESOLUTION_STEPS} steps of the grid's resolution ({s0.resolution:.2f} points: one test example) "
+                f"on {_seeds(coarse)}; a larger test set or more seeds would resolve it",
+            )
+        )
+    return reasons
+
+
 def compare(
     l2: tuple[str, Mapping[int, Separability]],
     decoupled: tuple[str, Mapping[int, Separability]],
 ) -> Comparison:
     """Compare ``(name, {seed: Separability})`` of an L2 optimizer with its decoupled twin's. The verdict rests on
     the coupling index seed by seed (the number the paper's claim predicts most reliably on small grids); the other
-    numbers are listed beside it, per seed and as a mean (NaN values left out of the mean)."""
+    numbers are listed beside it, per seed and as a mean (NaN values left out of the mean).
+
+    It is ``inconclusive`` when any of these holds (each a :class:`Reason`): one seed only (the spread between
+    seeds is unknown); the seeds disagree; the mean difference of the index (L2 minus decoupled) is within one
+    standard deviation of it over seeds; on either grid a best cell lies on an edge of an axis, fewer than half
+    the cells finished, the index is undefined, or its regrets are under :data:`RESOLUTION_STEPS` steps of the
+    grid's resolution."""
     (l2_name, l2_by), (dw_name, dw_by) = l2, decoupled
     seeds = sorted(set(l2_by) & set(dw_by))
     if not seeds:
         raise ValueError(f"{l2_name} and {dw_name} share no seed: nothing to compare")
+    l2_by, dw_by = {s: l2_by[s] for s in seeds}, {s: dw_by[s] for s in seeds}
     wins = sum(l2_by[s].coupling_index > dw_by[s].coupling_index for s in seeds)
     l2_mean = _mean([l2_by[s].coupling_index for s in seeds])
     dw_mean = _mean([dw_by[s].coupling_index for s in seeds])
-    if wins == len(seeds):
-        words = f"{l2_name} (L2) is more coupled than {dw_name} (decoupled) on every seed"
-    elif wins == 0:
-        words = f"{l2_name} (L2) is NOT more coupled than {dw_name} (decoupled) on any seed"
+    reasons = []
+    if len(seeds) == 1:
+        reasons.append(Reason("single_seed", "one seed: the spread between seeds is unknown; run 2 or more seeds"))
+    elif 0 < wins < len(seeds):
+        reasons.append(
+            Reason("seeds_disagree", f"the seeds disagree: {l2_name} is more coupled on {wins} of {len(seeds)}")
+        )
     else:
-        words = f"mixed: {l2_name} (L2) is more coupled than {dw_name} (decoupled) on {wins} of {len(seeds)} seeds"
-    head = f"{words}: coupling index {l2_mean:.2f} vs {dw_mean:.2f} (mean over seeds {seeds})."
-    lines = [head]
+        diffs = np.array([l2_by[s].coupling_index - dw_by[s].coupling_index for s in seeds])
+        diffs = diffs[np.isfinite(diffs)]
+        if diffs.size >= 2 and abs(float(diffs.mean())) < float(diffs.std(ddof=1)):
+            reasons.append(
+                Reason(
+                    "within_spread",
+                    f"the difference of the coupling index, {float(diffs.mean()):+.2f}, is within its spread over "
+                    f"seeds (standard deviation {float(diffs.std(ddof=1)):.2f}); more seeds would tell",
+                )
+            )
+    reasons += _grid_reasons(l2_name, l2_by) + _grid_reasons(dw_name, dw_by)
+    numbers = f"coupling index {l2_mean:.2f} vs {dw_mean:.2f} (mean over seeds {seeds})"
+    outcome: Outcome
+    if reasons:
+        outcome = "inconclusive"
+        sentence = f"inconclusive: {l2_name} (L2) vs {dw_name} (decoupled), {numbers}: " + "; ".join(
+            r.text for r in reasons
+        )
+    elif wins == len(seeds):
+        outcome = "l2_more_coupled"
+        sentence = f"{l2_name} (L2) is more coupled than {dw_name} (decoupled) on every seed: {numbers}"
+    else:
+        outcome = "not_more_coupled"
+        sentence = f"{l2_name} (L2) is NOT more coupled than {dw_name} (decoupled) on any seed: {numbers}"
+    sentence += "."
+    lines = [sentence]
     for field in _FIELDS:
-        lines += [
-            _line(l2_name, {s: l2_by[s] for s in seeds}, field),
-            _line(dw_name, {s: dw_by[s] for s in seeds}, field),
-        ]
+        lines += [_line(l2_name, l2_by, field), _line(dw_name, dw_by, field)]
     return Comparison(
         l2=l2_name,
         decoupled=dw_name,
-        l2_by_seed={s: l2_by[s] for s in seeds},
-        decoupled_by_seed={s: dw_by[s] for s in seeds},
+        l2_by_seed=l2_by,
+        decoupled_by_seed=dw_by,
         coupled_seeds=wins,
         n_seeds=len(seeds),
+        outcome=outcome,
+        reasons=tuple(reasons),
+        sentence=sentence,
         verdict="\n".join(lines),
     )
 

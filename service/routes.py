@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -15,7 +16,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from results import NotFoundError, Storage, SweepRecord, TrialRecord, TrialStatus
+from results import NotFoundError, Separability, Storage, SweepRecord, TrialRecord, TrialStatus
 from results.export import GridMetric, NoTwinsError
 from service.deps import MAX_ID, SchedulerDep, SettingsDep, StoreDep, SweepDep, require_token
 from service.schemas import (
@@ -29,6 +30,7 @@ from service.schemas import (
     PluginPublic,
     PresetPublic,
     Problem,
+    ReasonPublic,
     SeparabilityPublic,
     SeparabilityValues,
     SweepPublic,
@@ -37,6 +39,7 @@ from service.schemas import (
     TrialDetail,
     TrialPublic,
     TrialsPublic,
+    UnfinishedPairPublic,
 )
 from sweeps import SweepSpec, expand, list_presets
 
@@ -51,9 +54,14 @@ Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip (pagin
 TrialId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The trial's id.")]
 OptimizerName = Literal["sgd", "sgdw", "adam", "adamw"]
 _CSV: dict[str, Any] = {"text/csv": {}}
-_CACHE: dict[tuple[Any, ...], Any] = {}  # oldest first; bounded by _CACHE_SIZE
-_CACHE_SIZE = 256
+_CACHE: dict[tuple[Any, ...], tuple[Any, float, Any]] = {}  # view -> (version, built at, value); oldest first
+_CACHE_SIZE = 64  # views (one version each): a 5000-cell sweep's cells are a few MB
 _CACHE_LOCK = threading.Lock()
+_BUILDING: dict[tuple[Any, ...], threading.Lock] = {}  # one build of a view at a time: the others wait for it
+# While a sweep runs, a view may be this many seconds behind its trials: 50 pollers of a training sweep would
+# otherwise rebuild it on nearly every request (bench/load.py). Less than CURSOR_OVERLAP, so that a cells cursor
+# never passes a cell the view did not hold yet.
+STALE_S: Final = 1.0
 # A cells answer's cursor lies this far before the moment it was read: a trial whose finish was being committed
 # while the answer was read (its finished_at a little earlier) is sent again next time, never missed.
 CURSOR_OVERLAP: Final = timedelta(seconds=3)
@@ -65,18 +73,36 @@ _409: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description": 
 
 
 def _cached(store: Storage, sweep: SweepRecord, what: tuple[Any, ...], build: Callable[[], _T]) -> _T:
-    """A view of a sweep's results, rebuilt only when a trial of it changed status: pollers of a running sweep
-    mostly get the cached one (a grid through pandas costs ~10 ms, every heatmap of a 5000-cell sweep more; the
-    status counts that key it ~1 ms)."""
+    """A view of a sweep's results (a grid CSV, the heatmaps' cells), rebuilt when a trial of it changed status —
+    while the sweep runs, at most once every :data:`STALE_S` seconds — and kept in one version only: pollers mostly
+    get the cached one (a grid through pandas costs ~10 ms, every heatmap of a 5000-cell sweep ~20 ms; the status
+    counts that version it ~1 ms). A finished sweep's views are always its final ones."""
     version = tuple(sorted(store.status_counts(sweep.id).items()))
-    key = (store.url, sweep.id, *what, version)
-    value: _T | None = _CACHE.get(key)
-    if value is None:
+    key = (store.url, sweep.id, *what)
+
+    def fresh() -> _T | None:
+        entry = _CACHE.get(key)
+        if entry is None:
+            return None
+        built_version, built_at, value = entry
+        running = sweep.status in ("pending", "running")
+        ok = built_version == version or (running and time.monotonic() - built_at < STALE_S)
+        return value if ok else None
+
+    if (value := fresh()) is not None:
+        return value
+    with _CACHE_LOCK:
+        building = _BUILDING.setdefault(key, threading.Lock())
+    with building:
+        if (value := fresh()) is not None:  # built by another request meanwhile
+            return value
         value = build()
         with _CACHE_LOCK:
-            _CACHE[key] = value
+            _CACHE.pop(key, None)
+            _CACHE[key] = (version, time.monotonic(), value)
             while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
+                _BUILDING.pop(old := next(iter(_CACHE)), None)
+                _CACHE.pop(old)
     return value
 
 
@@ -365,17 +391,28 @@ def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
     """Each L2 optimizer against its decoupled twin, seed by seed: coupling index, slope, interaction share, top-k
     correlation and the verdict in words (``results.separability``)."""
     from results.export import separability as analyse
+    from results.export import unfinished_pairs
 
     try:
-        comparisons = analyse(store, sweep)
+        comparisons, waiting = analyse(store, sweep), unfinished_pairs(store, sweep)
     except NoTwinsError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
-    def values(by_seed: Any) -> dict[str, SeparabilityValues]:
-        fields = ("coupling_index", "coupling_slope", "interaction_share", "topk_log_corr")
+    def number(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    def values(by_seed: Mapping[int, Separability]) -> dict[str, SeparabilityValues]:
         return {
             str(seed): SeparabilityValues(
-                **{f: (v if math.isfinite(v := float(getattr(s, f))) else None) for f in fields}
+                coupling_index=number(s.coupling_index),
+                coupling_slope=number(s.coupling_slope),
+                interaction_share=number(s.interaction_share),
+                topk_log_corr=number(s.topk_log_corr),
+                best_lr=s.best_lr,
+                best_weight_decay=s.best_wd,
+                best_value=s.best_error,
+                regret=number(s.regret),
+                resolution=number(s.resolution),
             )
             for seed, s in by_seed.items()
         }
@@ -385,6 +422,9 @@ def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
             ComparisonPublic(
                 l2=c.l2,
                 decoupled=c.decoupled,
+                outcome=c.outcome,
+                reasons=[ReasonPublic(code=r.code, text=r.text) for r in c.reasons],
+                sentence=c.sentence,
                 coupled_seeds=c.coupled_seeds,
                 n_seeds=c.n_seeds,
                 verdict=c.verdict,
@@ -392,7 +432,8 @@ def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
                 decoupled_by_seed=values(c.decoupled_by_seed),
             )
             for c in comparisons
-        ]
+        ],
+        unfinished=[UnfinishedPairPublic(**vars(p)) for p in waiting],
     )
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_mo
 from pydantic.fields import FieldInfo
 
 from results import SweepRecord, TrialRecord, TrialStatus
+from results.separability import ReasonCode
 from sweeps import PluginDescription, SweepSpec, list_presets, load_preset
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "PresetPublic",
     "PresetSubmission",
     "Problem",
+    "ReasonPublic",
     "SeparabilityPublic",
     "SeparabilityValues",
     "SweepPublic",
@@ -33,6 +35,7 @@ __all__ = [
     "TrialDetail",
     "TrialPublic",
     "TrialsPublic",
+    "UnfinishedPairPublic",
 ]
 
 
@@ -328,20 +331,54 @@ class SeparabilityValues(_Public):
     topk_log_corr: float | None = Field(
         description="Pearson correlation of log2 α and log2 λ over the best cells: negative for a diagonal band."
     )
+    best_lr: float = Field(description="α of the seed's best cell.")
+    best_weight_decay: float = Field(description="λ (raw per step) of the seed's best cell.")
+    best_value: float = Field(description="The objective at the best cell (test error in percent by default).")
+    regret: float | None = Field(
+        description="Mean of r_λ and r_αλ behind the coupling index: the size of the differences it rests on."
+    )
+    resolution: float | None = Field(
+        description="Smallest difference between two distinct values of the grid (one test example, for errors)."
+    )
+
+
+class ReasonPublic(_Public):
+    code: ReasonCode = Field(
+        description="single_seed, seeds_disagree, within_spread, best_on_edge, below_resolution or too_few_cells."
+    )
+    text: str = Field(description="What it means, and what would resolve it.")
 
 
 class ComparisonPublic(_Public):
     l2: str = Field(description="The L2-regularized optimizer (sgd or adam).")
     decoupled: str = Field(description="Its decoupled twin (sgdw or adamw).")
+    outcome: Literal["l2_more_coupled", "not_more_coupled", "inconclusive"] = Field(
+        description="l2_more_coupled: the L2 grid has the larger coupling index on every seed (the paper's claim); "
+        "not_more_coupled: on no seed; inconclusive: see reasons."
+    )
+    reasons: list[ReasonPublic] = Field(description="Why it is inconclusive (empty otherwise).")
+    sentence: str = Field(description="The outcome in words, with the mean coupling indexes.")
     coupled_seeds: int = Field(description="Seeds on which the L2 grid has the larger coupling index.")
     n_seeds: int = Field(description="Seeds compared (completed on both grids).")
-    verdict: str = Field(description="The result in words, every seed's values beside the mean.")
+    verdict: str = Field(description="The sentence, then every statistic's per-seed values and mean, a line each.")
     l2_by_seed: dict[str, SeparabilityValues] = Field(description="By seed (as a string).")
     decoupled_by_seed: dict[str, SeparabilityValues] = Field(description="By seed (as a string).")
 
 
+class UnfinishedPairPublic(_Public):
+    l2: str = Field(description="The L2-regularized optimizer.")
+    decoupled: str = Field(description="Its decoupled twin.")
+    finished: int = Field(description="Cells of the two that finished.")
+    cells: int = Field(description="All cells of the two.")
+
+
 class SeparabilityPublic(_Public):
-    comparisons: list[ComparisonPublic] = Field(description="One per L2 optimizer that ran beside its twin.")
+    comparisons: list[ComparisonPublic] = Field(
+        description="One per L2 optimizer beside its twin whose cells have all finished."
+    )
+    unfinished: list[UnfinishedPairPublic] = Field(
+        description="The pairs with cells still pending or running: analysed once they finish."
+    )
 
 
 # --- What POST /sweeps takes ----------------------------------------------------------------------------------------

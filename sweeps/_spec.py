@@ -151,8 +151,23 @@ MAX_RESTARTS: Final = 10_000
 MAX_BATCH: Final = 1 << 20
 MAX_CELL_TIME_S: Final = 30 * 24 * 3600.0  # a month
 EPOCH_TIME_S: Final = 3600.0  # the default time limit of a cell: this per epoch
-# A plugin's arguments: a JSON object of at most 64 keys (the plugin's Args model, if any, says what they mean).
-PluginArgs = Annotated[dict[str, JsonValue], Field(max_length=64)]
+MAX_ARGS_BYTES: Final = 4096
+
+
+def _small_args(args: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    # Every cell's stored training config repeats its plugin arguments: 4 KB × 5000 cells stays ~20 MB a sweep,
+    # where a 1 MB body's worth would be 5 GB.
+    size = len(json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_ARGS_BYTES:
+        raise PydanticCustomError(
+            "too_large", "is {size} bytes as JSON; at most {limit}", {"size": size, "limit": MAX_ARGS_BYTES}
+        )
+    return args
+
+
+# A plugin's arguments: a JSON object of at most 64 keys and 4 KB (the plugin's Args model, if any, says what they
+# mean).
+PluginArgs = Annotated[dict[str, JsonValue], Field(max_length=64), AfterValidator(_small_args)]
 PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
 
 

@@ -106,12 +106,16 @@ def fill_sweep(
     error_of: Callable[[TrialRecord], float | None],
     *,
     epochs: int = 3,
+    running: Callable[[TrialRecord], bool] | None = None,
 ) -> SweepRecord:
     """Create ``spec``'s sweep in ``store`` and run every trial through the real store API: claim it, record
     ``epochs`` epochs whose test error falls to ``error_of(trial)`` (percent), then finish it completed with that
-    error, or diverged (inf loss, no error) where ``error_of`` returns None."""
+    error, or diverged (inf loss, no error) where ``error_of`` returns None. Trials for which ``running`` says True
+    are claimed and left running (a sweep in progress)."""
     sweep = store.create_sweep(expand(spec))
     while (t := store.claim_trial(sweep.id, lease_seconds=60)) is not None:
+        if running is not None and running(t):
+            continue
         error = error_of(t)
         if error is None:
             store.record_epochs([epoch_record(t.id, 1, 1, train_loss=math.inf, test_error=90.0)])

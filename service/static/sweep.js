@@ -167,7 +167,9 @@ async function renderVerdict() {
     return;
   }
   const f = (x, d = 2) => (x === null ? "–" : x.toFixed(d));
-  root.replaceChildren(...answer.body.comparisons.map((c) => {
+  const waiting = answer.body.unfinished.map((p) => wd.el("p", { class: "muted" },
+    `${p.l2} vs ${p.decoupled}: ${p.finished} of ${p.cells} cells finished; their verdict comes when all have.`));
+  root.replaceChildren(...waiting, ...answer.body.comparisons.map((c) => {
     const seeds = Object.keys(c.l2_by_seed);
     const table = wd.el("table", { class: "data" },
       wd.el("tr", {}, ...["seed", `${c.l2} index`, `${c.decoupled} index`, `${c.l2} slope`, `${c.decoupled} slope`,
@@ -179,17 +181,26 @@ async function renderVerdict() {
           wd.el("td", {}, f(a.interaction_share)), wd.el("td", {}, f(b.interaction_share)));
       }));
     return wd.el("div", { class: "comparison" },
-      verdictParagraph(c.verdict),
+      verdictBlock(c),
       table);
   }));
 }
 
-function verdictParagraph(text) {
-  // the verdict's first line in words; the statistics behind it (every seed's values) smaller beneath
-  const [head, ...rest] = text.split("\n");
+const OUTCOMES = {
+  l2_more_coupled: "Coupled with L2, not with decoupled decay (the paper's claim)",
+  not_more_coupled: "Not shown: L2 is not more coupled",
+  inconclusive: "Inconclusive",
+};
+
+function verdictBlock(c) {
+  // the outcome and its sentence; why it cannot tell, when it cannot; the statistics behind it, smaller, beneath
   const details = wd.el("span", { class: "details" });
-  rest.forEach((line, i) => details.append(...(i ? [wd.el("br"), line] : [line])));
-  return wd.el("p", { class: "verdict" }, wd.el("strong", {}, head), details);
+  c.verdict.split("\n").slice(1).forEach((line, i) => details.append(...(i ? [wd.el("br"), line] : [line])));
+  const reasons = c.reasons.length
+    ? wd.el("ul", { class: "reasons" }, ...c.reasons.map((r) => wd.el("li", { "data-code": r.code }, r.text)))
+    : "";
+  return wd.el("div", { class: `verdict ${c.outcome}` }, wd.el("strong", {}, OUTCOMES[c.outcome] || c.outcome),
+    wd.el("p", {}, c.sentence), reasons, details);
 }
 
 function renderBestTable() {
@@ -336,7 +347,10 @@ async function poll() {
         applyCells(JSON.parse(text), false);
       }
       polls += 1;
-      if (polls % 10 === 0) loadTrials();
+      if (polls % 10 === 0) {
+        loadTrials();
+        renderVerdict(); // a pair is analysed as soon as its cells have finished
+      }
     }
     if (wasActive && !ACTIVE.has(state.sweep.status)) await finish();
   } catch (e) {

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from results.separability import DEFAULT_CAP, Separability, analyze, compare, report
 
-DATA = Path(__file__).parent / "data" / "cpu_fig2_run.json"
+DATA = Path(__file__).parent / "data" / "cpu_fig2_run.json"  # the first run: narrower axes
+WIDE = Path(__file__).parent / "data" / "cpu_fig2_run_wide.json"  # the preset's axes since, moved outward
 
 # A 13×13 grid in steps of 2^0.5: the coupling index's 2^±1, 2^±2 shifts land on grid values.
 LOG_LR = np.arange(-12.0, -5.9, 0.5)
@@ -95,8 +98,8 @@ class TestSyntheticLandscapes:
             analyze(np.ones((2, 3)), [0.1, 0.2], [0.1, 0.2])
 
 
-def real_seed_grids(optimizer: str) -> tuple[list[float], list[float], dict[int, np.ndarray]]:
-    trials = [t for t in json.loads(DATA.read_text())["trials"] if t["optimizer"] == optimizer]
+def real_seed_grids(optimizer: str, data: Path = DATA) -> tuple[list[float], list[float], dict[int, np.ndarray]]:
+    trials = [t for t in json.loads(data.read_text())["trials"] if t["optimizer"] == optimizer]
     lrs, wds = sorted({t["lr"] for t in trials}), sorted({t["wd"] for t in trials})
     grids: dict[int, np.ndarray] = {}
     for t in trials:
@@ -106,8 +109,8 @@ def real_seed_grids(optimizer: str) -> tuple[list[float], list[float], dict[int,
     return lrs, wds, grids
 
 
-def real_by_seed(optimizer: str) -> dict[int, Separability]:
-    lrs, wds, grids = real_seed_grids(optimizer)
+def real_by_seed(optimizer: str, data: Path = DATA) -> dict[int, Separability]:
+    lrs, wds, grids = real_seed_grids(optimizer, data)
     return {seed: analyze(g, lrs, wds) for seed, g in grids.items()}
 
 
@@ -116,12 +119,23 @@ class TestRealCpuFig2Grid:
 
     @pytest.mark.parametrize(("l2", "decoupled"), [("sgd", "sgdw"), ("adam", "adamw")])
     def test_l2_is_more_coupled_than_decoupled_by_the_coupling_index_on_every_seed(self, l2: str, decoupled: str):
-        c = compare((l2, real_by_seed(l2)), (decoupled, real_by_seed(decoupled)))
-        assert (c.coupled_seeds, c.n_seeds) == (2, 2)
+        c = compare((l2, real_by_seed(l2, WIDE)), (decoupled, real_by_seed(decoupled, WIDE)))
+        assert (c.coupled_seeds, c.n_seeds, c.outcome, c.reasons) == (2, 2, "l2_more_coupled", ())
         assert c.verdict.startswith(f"{l2} (L2) is more coupled than {decoupled} (decoupled) on every seed")
+        assert c.sentence == c.verdict.splitlines()[0]
         assert "seed 0:" in c.verdict and "seed 1:" in c.verdict
         for s in c.l2_by_seed.values():
             assert s.cap == DEFAULT_CAP
+            assert s.resolution == pytest.approx(0.1)  # 1000 test examples: 0.1 points each
+
+    @pytest.mark.parametrize(("l2", "decoupled"), [("sgd", "sgdw"), ("adam", "adamw")])
+    def test_the_first_run_s_narrower_grid_is_inconclusive_its_best_cells_on_an_edge(self, l2: str, decoupled: str):
+        # What happened: the first run's L2 best cells sat at the largest λ tried, and the axes were moved outward.
+        c = compare((l2, real_by_seed(l2)), (decoupled, real_by_seed(decoupled)))
+        assert c.coupled_seeds == 2 and c.outcome == "inconclusive"
+        assert [r.code for r in c.reasons] == ["best_on_edge"]
+        assert f"{l2}'s best cell has the largest λ tried" in c.reasons[0].text
+        assert "extend the weight_decay axis up" in c.sentence
 
     @pytest.mark.parametrize(("l2", "decoupled"), [("sgd", "sgdw"), ("adam", "adamw")])
     def test_the_best_wd_falls_with_the_lr_for_l2_only(self, l2: str, decoupled: str):
@@ -140,3 +154,93 @@ class TestRealCpuFig2Grid:
         comparisons = report({o: real_seed_grids(o) for o in ("sgd", "sgdw", "adam", "adamw")})
         assert [(c.l2, c.decoupled, c.coupled_seeds) for c in comparisons] == [("sgd", "sgdw", 2), ("adam", "adamw", 2)]
         assert report({"sgd": real_seed_grids("sgd")}) == []
+
+
+class TestVerdictsThatKnowWhenTheyCannotTell:
+    """Each reason a comparison is inconclusive, on synthetic landscapes whose answer is known."""
+
+    @staticmethod
+    def seeds(landscape: np.ndarray, n: int, noise: float = 0.0) -> dict[int, Separability]:
+        rng = np.random.default_rng(0)
+        return {s: analyze(landscape + rng.normal(0, noise, landscape.shape), LRS, WDS) for s in range(n)}
+
+    def test_a_clear_band_beside_a_clear_bowl_on_three_seeds_is_conclusive(self):
+        c = compare(("sgd", self.seeds(diagonal_valley(), 3)), ("sgdw", self.seeds(separable_bowl(), 3)))
+        assert (c.outcome, c.reasons) == ("l2_more_coupled", ())
+        c = compare(("sgd", self.seeds(separable_bowl(), 3)), ("sgdw", self.seeds(diagonal_valley(), 3)))
+        assert (c.outcome, c.reasons) == ("not_more_coupled", ())
+        assert c.sentence.startswith("sgd (L2) is NOT more coupled than sgdw (decoupled) on any seed")
+
+    def test_one_seed_is_inconclusive(self):
+        c = compare(("sgd", self.seeds(diagonal_valley(), 1)), ("sgdw", self.seeds(separable_bowl(), 1)))
+        assert c.outcome == "inconclusive" and [r.code for r in c.reasons] == ["single_seed"]
+        assert c.sentence.startswith("inconclusive: sgd (L2) vs sgdw (decoupled), coupling index")
+
+    def test_seeds_that_disagree_or_a_difference_within_the_spread_are_inconclusive(self):
+        band, bowl = self.seeds(diagonal_valley(), 2), self.seeds(separable_bowl(), 2)
+        c = compare(("sgd", {0: band[0], 1: bowl[1]}), ("sgdw", {0: bowl[0], 1: band[1]}))
+        assert [r.code for r in c.reasons] == ["seeds_disagree"] and "1 of 2" in c.reasons[0].text
+        # a small difference on one seed, a large one on the other: the mean is within one standard deviation
+        mild = {0: replace(band[0], coupling_index=0.36), 1: replace(band[1], coupling_index=0.95)}
+        flat = {0: replace(bowl[0], coupling_index=0.35), 1: replace(bowl[1], coupling_index=0.30)}
+        c = compare(("sgd", mild), ("sgdw", flat))
+        assert c.coupled_seeds == 2 and [r.code for r in c.reasons] == ["within_spread"]
+
+    def test_a_best_cell_on_an_edge_names_the_axis_and_the_way_to_extend_it(self):
+        e = separable_bowl()
+        e[6, -1] = 1.0  # the best λ is the largest tried (at α = 2^-9, inside the α axis)
+        c = compare(
+            ("sgd", self.seeds(diagonal_valley(), 2)), ("sgdw", {0: analyze(e, LRS, WDS), 1: analyze(e, LRS, WDS)})
+        )
+        assert [r.code for r in c.reasons] == ["best_on_edge"]
+        assert "sgdw's best cell has the largest λ tried (seeds 0, 1)" in c.reasons[0].text
+        assert "extend the weight_decay axis up" in c.reasons[0].text
+
+    def test_differences_within_the_test_set_s_resolution_are_inconclusive(self):
+        # A digits-like grid: 360 test images, so errors move in steps of 0.28 points, and the landscape is nearly
+        # flat: every regret the index compares is one image or less.
+        step = 100 / 360
+        flat = np.round((2.5 + 0.05 * X**2 + 0.05 * Y**2) / step) * step
+        flat[6, 6] -= step  # one best cell, at α = λ = 2^-9
+        s = analyze(flat, LRS, WDS)
+        assert s.resolution == pytest.approx(step, rel=1e-6) and s.regret < 2 * step
+        c = compare(("sgd", self.seeds(diagonal_valley(), 2)), ("sgdw", {0: s, 1: s}))
+        assert [r.code for r in c.reasons] == ["below_resolution"]
+        assert "one test example" in c.reasons[0].text
+
+    def test_a_sparse_grid_is_too_few_cells(self):
+        e = diagonal_valley()
+        e[::2, :] = np.nan  # half the rows diverged or unfinished
+        e[:, ::3] = np.nan
+        sparse = analyze(e, LRS, WDS)
+        assert sparse.finite_cells < sparse.cells / 2
+        c = compare(("sgd", {0: sparse, 1: sparse}), ("sgdw", self.seeds(separable_bowl(), 2)))
+        assert "too_few_cells" in [r.code for r in c.reasons]
+
+
+class TestARunningSweep:
+    """A sweep in progress is analysed pair by pair, as far as its cells have finished (real SQLite store)."""
+
+    def test_pairs_whose_cells_finished_are_analysed_and_the_others_named(self, tmp_path: Path):
+        from results import SqlStorage
+        from results.export import UnfinishedPair, separability, unfinished_pairs
+        from tests.factories import fill_sweep, make_spec
+
+        axis = {"base": 2, "start": -8, "stop": -4, "step": 1}
+        grids = [{"optimizer": o, "lr": axis, "weight_decay": axis} for o in ("sgd", "sgdw", "adam", "adamw")]
+
+        def error_of(t: Any) -> float:  # a band for L2, a bowl for decoupled decay, seed noise
+            x, y = math.log2(t.lr) + 6, math.log2(t.weight_decay) + 6
+            band = t.optimizer in ("sgd", "adam")
+            return 2.0 + (0.5 * (x + y) ** 2 + 0.1 * x**2 if band else 0.3 * (x**2 + y**2)) + 0.01 * t.seed
+
+        with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+            sweep = fill_sweep(
+                store,
+                make_spec(grids=grids),
+                error_of,
+                running=lambda t: t.optimizer == "adamw" and t.lr == 2.0**-4,
+            )
+            assert unfinished_pairs(store, sweep) == [UnfinishedPair("adam", "adamw", 90, 100)]
+            [comparison] = separability(store, sweep)
+            assert (comparison.l2, comparison.decoupled, comparison.outcome) == ("sgd", "sgdw", "l2_more_coupled")

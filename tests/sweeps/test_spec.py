@@ -365,3 +365,12 @@ def test_a_cells_time_limit_is_a_safeguard_outside_the_fingerprint():
         with pytest.raises(ValidationError) as caught:
             make_spec(cell_time_limit_s=bad)
         assert caught.value.errors()[0]["loc"] == ("cell_time_limit_s",)
+
+
+@pytest.mark.parametrize("field", ["model_args", "dataset_args", "trainer_args"])
+def test_plugin_arguments_are_bounded_in_size_since_every_cell_repeats_them(field: str):
+    # 4 KB as JSON: every trial's stored config carries them, so 5000 cells stay about 20 MB.
+    with pytest.raises(ValidationError) as error:
+        SweepSpec.model_validate(spec_data(**{field: {"text": "x" * 5000}}))
+    [e] = [e for e in error.value.errors() if e["type"] == "too_large"]
+    assert e["loc"] == (field,) and "at most 4096" in e["msg"]
