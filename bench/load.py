@@ -6,8 +6,9 @@ trains a 1000-cell sweep (MNIST-1D, the built-in MLP, 1 epoch a cell: 4 optimize
 50 pollers each ask, every second, what the sweep page asks (``GET /sweeps/{id}`` and
 ``GET /sweeps/{id}/cells?since=<cursor>``), one in five also the sweeps list, and a submitter POSTs a small sweep
 every 2 s (each with an ``Idempotency-Key``, each sent twice: the second must return the same sweep). At the end it
-checks the soak: every cell finished (completed, or diverged: a result) exactly once (one attempt, at most one epoch
-stored), and prints requests sent and 5xx
+checks the soak: every cell finished (completed, or diverged: a result), none retried after a lost attempt, no
+epoch of an attempt stored twice (with ``--fuzz``, Schemathesis may cancel and resume the soak itself: those
+resumes are counted apart), and prints requests sent and 5xx
 answers, poll latency (p50/p99/max), submissions accepted and duplicated, and the server's RSS at the start and the
 end.
 
@@ -159,6 +160,7 @@ def main() -> None:
                     t.join(timeout=120)
                 trials, _ = store.trials(soak, limit=5000)
                 epochs = store.sweep_epochs(soak)
+                ended = {t.id: [a.status for a in store.attempts(t.id)] for t in trials}
                 for sweep_ids in ids.values():  # the queued submissions: cancelled, they were load, not work
                     with contextlib.suppress(httpx.HTTPError):
                         c.post(f"/sweeps/{sweep_ids[0]}/cancel")
@@ -169,11 +171,14 @@ def main() -> None:
 
     completed = sum(t.status == "completed" for t in trials)
     diverged = sum(t.status == "diverged" for t in trials)
-    repeated = sum(t.attempts != 1 for t in trials)
-    per_trial: dict[int, int] = {}
+    # A cell trained again after a lost or failed attempt is a retry; after a cancelled one, a resume someone asked
+    # for (the fuzzer cancels and resumes whatever sweep ids it draws, the soak's too).
+    retried = sum(any(a in ("lost", "failed") for a in statuses) for statuses in ended.values())
+    resumed = sum("cancelled" in statuses for statuses in ended.values())
+    seen: dict[tuple[int, int, int], int] = {}
     for e in epochs:
-        per_trial[e.trial_id] = per_trial.get(e.trial_id, 0) + 1
-    duplicated = sum(n - 1 for n in per_trial.values() if n > 1)
+        seen[(e.trial_id, e.attempt, e.epoch)] = seen.get((e.trial_id, e.attempt, e.epoch), 0) + 1
+    duplicated = sum(n - 1 for n in seen.values())
     sent = len(polls.codes) + len(posts.codes)
     errors = sum(code >= 500 for code in polls.codes + posts.codes)
     unanswered = sum(code == 0 for code in polls.codes + posts.codes)
@@ -185,7 +190,7 @@ def main() -> None:
     )
     print(
         f"cells completed {completed}, diverged {diverged} (a result), other {len(trials) - completed - diverged}; "
-        f"trained more than once {repeated}, epochs duplicated {duplicated}"
+        f"retried after a lost attempt {retried}, resumed after a cancel {resumed}, epochs duplicated {duplicated}"
     )
     print(
         f"pollers {POLLERS}; requests sent {sent} (polls {len(polls.codes)}, submissions {len(posts.codes)}), "

@@ -25,7 +25,7 @@ Conventions shared by every number here:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -309,53 +309,56 @@ def _seeds(seeds: Sequence[int]) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
 
 
+def _on_edge(field: str, side: int) -> Callable[[Separability], bool]:
+    return lambda x: bool(getattr(x, field) == side)
+
+
+def _fill(template: str) -> Callable[[Separability, str], str]:
+    return lambda x, where: template.format(where=where)
+
+
 def _grid_reasons(name: str, by_seed: Mapping[int, Separability]) -> list[Reason]:
     """What makes one optimizer's grids unable to carry a verdict: sparse grids, an undefined index, best cells on
-    an edge, differences within the resolution."""
-    reasons = []
+    an edge, differences within the resolution. Each reason names the seeds it holds on and quotes the first."""
     seeds = sorted(by_seed)
-    sparse = [s for s in seeds if by_seed[s].finite_cells < MIN_FINISHED * by_seed[s].cells]
-    if sparse:
-        s0 = by_seed[sparse[0]]
-        reasons.append(
-            Reason(
-                "too_few_cells",
-                f"{name} has too few finished cells ({_seeds(sparse)}: {s0.finite_cells} of {s0.cells} on the first)",
-            )
-        )
-    undefined = [s for s in seeds if not math.isfinite(by_seed[s].coupling_index)]
-    if undefined:
-        reasons.append(
-            Reason(
-                "too_few_cells",
-                f"{name}'s coupling index is undefined on {_seeds(undefined)}: no shift of α by 2^±1 or 2^±2 from "
-                "its best cell keeps both compared cells on the grid (widen the grid around the best cell)",
-            )
-        )
+
+    def on(holds: Callable[[Separability], bool]) -> list[int]:
+        return [s for s in seeds if holds(by_seed[s])]
+
+    checks: list[tuple[ReasonCode, list[int], Callable[[Separability, str], str]]] = [
+        (
+            "too_few_cells",
+            on(lambda x: x.finite_cells < MIN_FINISHED * x.cells),
+            lambda x, where: f"{name} has too few finished cells ({where}: {x.finite_cells} of {x.cells} on the first)",
+        ),
+        (
+            "too_few_cells",
+            on(lambda x: not math.isfinite(x.coupling_index)),
+            lambda x, where: (
+                f"{name}'s coupling index is undefined on {where}: no shift of α by 2^±1 or 2^±2 from its "
+                "best cell keeps both compared cells on the grid (widen the grid around the best cell)"
+            ),
+        ),
+    ]
     for axis, field, symbol in (("α", "lr_edge", "lr"), ("λ", "wd_edge", "weight_decay")):
         for side, word, way in ((1, "largest", "up"), (-1, "smallest", "down")):
-            on_edge = [s for s in seeds if getattr(by_seed[s], field) == side]
-            if on_edge:
-                reasons.append(
-                    Reason(
-                        "best_on_edge",
-                        f"{name}'s best cell has the {word} {axis} tried ({_seeds(on_edge)}): the best may lie "
-                        f"beyond the grid; extend the {symbol} axis {way}",
-                    )
-                )
-    fine = [s for s in seeds if math.isfinite(by_seed[s].resolution)]
-    coarse = [s for s in fine if by_seed[s].regret < RESOLUTION_STEPS * by_seed[s].resolution]
-    if coarse:
-        s0 = by_seed[coarse[0]]
-        reasons.append(
-            Reason(
-                "below_resolution",
-                f"{name}'s coupling index rests on differences of about {s0.regret:.2f} points, within "
-                f"{RESOLUTION_STEPS} steps of the grid's resolution ({s0.resolution:.2f} points: one test example) "
-                f"on {_seeds(coarse)}; a larger test set or more seeds would resolve it",
+            template = (
+                f"{name}'s best cell has the {word} {axis} tried ({{where}}): the best may lie beyond the grid; "
+                f"extend the {symbol} axis {way}"
             )
+            checks.append(("best_on_edge", on(_on_edge(field, side)), _fill(template)))
+    checks.append(
+        (
+            "below_resolution",
+            on(lambda x: math.isfinite(x.resolution) and x.regret < RESOLUTION_STEPS * x.resolution),
+            lambda x, where: (
+                f"{name}'s coupling index rests on differences of about {x.regret:.2f} points, within "
+                f"{RESOLUTION_STEPS} steps of the grid's resolution ({x.resolution:.2f} points: one test example) on "
+                f"{where}; a larger test set or more seeds would resolve it"
+            ),
         )
-    return reasons
+    )
+    return [Reason(code, text(by_seed[hits[0]], _seeds(hits))) for code, hits, text in checks if hits]
 
 
 def compare(
