@@ -12,10 +12,11 @@ cells at once with per-cell α and λ tensors. The fused loss is the *sum of the
 gets exactly its own gradient; each cell reports the batched model's wall time. Other models (Shake-Shake draws
 random numbers inside its forward pass) train one cell after another on the shared data.
 
-The batched forward pass is the model's own ``batched_forward`` where it has one (``cnn1d``: the cells side by side
-as channel groups, so every layer is one grouped convolution or one ``bmm``), else ``torch.func.vmap`` over
-``functional_call``. On the CPU only the explicit form pays (``bench/train_throughput.py``: ~2x at K = 16 for
-cnn1d; vmap over resnet20's convolutions runs at half speed), so by default the CPU batches explicit models only.
+The batched forward pass is the model's own ``batched_forward`` where it has one (``cnn1d`` and ``digits_cnn``: the
+cells side by side as channel groups, so every layer is one grouped convolution or one ``bmm``; ``mlp``: one matmul
+then one ``baddbmm`` per layer), else ``torch.func.vmap`` over ``functional_call``. On the CPU only the explicit form
+pays (``bench/train_throughput.py`` at K = 16: ~2x for cnn1d and mlp, ~1.5x for digits_cnn; vmap over resnet20's
+convolutions runs at half speed), so by default the CPU batches explicit models only.
 ``torch.compile`` of either form was measured slower than the eager explicit form here, and is not used.
 
 Checkpoints: ``on_checkpoint(state)`` receives the whole bundle's state at every epoch boundary and after every

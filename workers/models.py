@@ -40,14 +40,55 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # --- MNIST-1D and digits ---------------------------------------------------------------------------------------
+class MLP(nn.Sequential):
+    """Flatten, then Linear layers with a ReLU between each two; explicitly batched (:meth:`batched_forward`)."""
+
+    def batched_forward(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
+        """This network for K cells at once: ``params`` are this module's, stacked along a leading dimension K;
+        ``x`` is one batch shared by all cells; returns K×B×classes logits.
+
+        The first layer sees the same input in every cell, so it is one matmul against the K cells' weights side by
+        side (B×(K·H)); the others are one ``baddbmm`` each (K×B×H). Three large kernels instead of 3·K small ones.
+        """
+        del buffers  # no BatchNorm: nothing to update
+        linears = [i for i, m in enumerate(self) if isinstance(m, nn.Linear)]
+        first = linears[0]
+        w, b = params[f"{first}.weight"], params[f"{first}.bias"]  # K×H×n_in, K×H
+        k, hidden = w.shape[0], w.shape[1]
+        h = torch.addmm(b.reshape(-1), x.flatten(1), w.reshape(k * hidden, -1).T)  # B×(K·H)
+        h = h.view(h.shape[0], k, hidden).transpose(0, 1)  # K×B×H
+        for i in linears[1:]:
+            h = torch.baddbmm(params[f"{i}.bias"].unsqueeze(1), torch.relu(h), params[f"{i}.weight"].mT)
+        return h
+
+
 def mlp(input_shape: Shape, n_classes: int) -> nn.Module:
-    """Two hidden layers of 256 units with ReLU, on flattened inputs (MNIST-1D, digits)."""
+    """Two hidden layers of 256 units with ReLU, on flattened inputs (MNIST-1D, digits); explicitly batched."""
     n_in = 1
     for d in input_shape:
         n_in *= d
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(n_in, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, n_classes)
+    return MLP(nn.Flatten(), nn.Linear(n_in, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, n_classes))
+
+
+def _batched_batch_norm(
+    h: Tensor, bn: nn.Module, name: str, params: dict[str, Tensor], buffers: dict[str, Tensor]
+) -> Tensor:
+    """BatchNorm over B×(K·C)×… activations with K cells' stacked statistics: per channel = per cell and channel;
+    the running estimates update in place in the stacked buffers, as each cell's own module would."""
+    assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+    out = nn.functional.batch_norm(
+        h,
+        buffers[f"{name}.running_mean"].view(-1),
+        buffers[f"{name}.running_var"].view(-1),
+        params[f"{name}.weight"].reshape(-1),
+        params[f"{name}.bias"].reshape(-1),
+        training=bn.training,
+        momentum=0.1 if bn.momentum is None else bn.momentum,
+        eps=bn.eps,
     )
+    if bn.training:
+        buffers[f"{name}.num_batches_tracked"].add_(1)
+    return out
 
 
 class CNN1d(nn.Module):
@@ -87,18 +128,7 @@ class CNN1d(nn.Module):
             assert isinstance(conv, nn.Conv1d) and isinstance(bn, nn.BatchNorm1d)
             w = params[f"features.{i}.weight"]  # K×C_out×C_in×width
             h = nn.functional.conv1d(h, w.flatten(0, 1), stride=conv.stride, padding=conv.padding, groups=k)
-            h = nn.functional.batch_norm(  # B×(K·C_out)×L': statistics per channel = per cell and channel
-                h,
-                buffers[f"features.{i + 1}.running_mean"].view(-1),
-                buffers[f"features.{i + 1}.running_var"].view(-1),
-                params[f"features.{i + 1}.weight"].reshape(-1),
-                params[f"features.{i + 1}.bias"].reshape(-1),
-                training=self.training,
-                momentum=0.1 if bn.momentum is None else bn.momentum,
-                eps=bn.eps,
-            )
-            if self.training:
-                buffers[f"features.{i + 1}.num_batches_tracked"].add_(1)
+            h = _batched_batch_norm(h, bn, f"features.{i + 1}", params, buffers)
             h = torch.relu(h)
         # Each cell's features in the module's own (C, L) flattening order, cells first.
         h = h.view(h.shape[0], k, -1).transpose(0, 1)  # K×B×(C·L)
@@ -112,12 +142,42 @@ def cnn1d(input_shape: Shape, n_classes: int) -> nn.Module:
     return CNN1d(input_shape[0], n_classes)
 
 
+class DigitsCNN(nn.Sequential):
+    """Conv2d + BatchNorm + ReLU layers, then Flatten and a linear head; explicitly batched (``batched_forward``)."""
+
+    def batched_forward(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
+        """This network for K cells at once (``params``/``buffers`` stacked along a leading dimension K, ``x`` one
+        B×C×H×W batch shared by all cells; returns K×B×classes logits), the cells side by side as channel groups as
+        in :meth:`CNN1d.batched_forward`: the first convolution sees the same input in every cell, so it is one
+        convolution with K·C_out output channels; the next are grouped (groups = K); BatchNorm runs over K·C
+        channels; the heads are one ``baddbmm``."""
+        k = next(iter(params.values())).shape[0]
+        h, shared = x, True
+        for i, layer in enumerate(self):
+            if isinstance(layer, nn.Conv2d):
+                w = params[f"{i}.weight"].flatten(0, 1)  # (K·C_out)×C_in×kh×kw
+                groups = 1 if shared else k
+                h = nn.functional.conv2d(h, w, stride=layer.stride, padding=layer.padding, groups=groups)
+                shared = False
+            elif isinstance(layer, nn.BatchNorm2d):
+                h = _batched_batch_norm(h, layer, str(i), params, buffers)
+            elif isinstance(layer, nn.ReLU):
+                h = torch.relu(h)
+            elif isinstance(layer, nn.Linear):
+                # Each cell's features in the module's own (C, H, W) flattening order, cells first.
+                h = h.reshape(h.shape[0], k, -1).transpose(0, 1)  # K×B×(C·H·W)
+                h = torch.baddbmm(params[f"{i}.bias"].unsqueeze(1), h, params[f"{i}.weight"].mT)
+            elif not isinstance(layer, nn.Flatten):
+                raise TypeError(f"DigitsCNN cannot batch a {type(layer).__name__}")
+        return h
+
+
 def digits_cnn(input_shape: Shape, n_classes: int) -> nn.Module:
-    """Two 3×3 conv + BatchNorm layers (16, 32 channels) and a linear head (8×8 digits)."""
+    """Two 3×3 conv + BatchNorm layers (16, 32 channels) and a linear head (8×8 digits); explicitly batched."""
     if len(input_shape) != 3:
         raise ValueError(f"digits_cnn needs C×H×W images, got shape {input_shape}")
     c, h, w = input_shape
-    return nn.Sequential(
+    return DigitsCNN(
         nn.Conv2d(c, 16, 3, padding=1, bias=False),
         nn.BatchNorm2d(16),
         nn.ReLU(),

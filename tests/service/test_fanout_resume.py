@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import sqlalchemy.exc
+
 from results import SqlStorage
 
 WDGRID = Path(sys.executable).parent / "wdgrid"
@@ -45,12 +47,15 @@ def test_a_killed_driver_resumes_with_every_cell_exactly_once(tmp_path: Path):
             time.sleep(0.3)
             if not (tmp_path / "wdgrid.db").exists():
                 continue
-            with SqlStorage(db, migrate=False) as store:
-                if not store.list_sweeps()[1]:
-                    continue
-                counts = store.status_counts(1)
-                running = store.trials(1, status="running")[0]
-                trained = max((len(store.epochs(t.id)) for t in running), default=0)
+            try:
+                with SqlStorage(db, migrate=False) as store:
+                    if not store.list_sweeps()[1]:
+                        continue
+                    counts = store.status_counts(1)
+                    running = store.trials(1, status="running")[0]
+                    trained = max((len(store.epochs(t.id)) for t in running), default=0)
+            except sqlalchemy.exc.OperationalError:  # the file exists, its tables not yet: `wdgrid run` migrates it
+                continue
             if counts["completed"] >= 2 and trained >= 2:  # a running cell has checkpoints (one every epoch)
                 break
         else:

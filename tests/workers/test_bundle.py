@@ -43,6 +43,27 @@ def test_batched_cells_equal_train_one_at_a_time_in_float64(optimizer):
     assert len({b.test_error for b in bundle}) > 1  # the cells really trained with different (α, λ)
 
 
+@pytest.mark.parametrize(("dataset", "model"), [("mnist1d", "mlp"), ("digits", "digits_cnn")])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_every_built_in_batched_model_gives_each_cell_train_s_numbers(dataset, model, optimizer):
+    from sweeps import TrainingConfig
+    from workers.bundle import batchable
+    from workers.train import load_data, resolve_device
+
+    base = BASE | {"dataset": dataset, "model": model, "optimizer": optimizer}
+    configs = [base | {"lr": lr, "weight_decay": wd} for lr, wd in CELLS[optimizer]]
+    data = load_data(TrainingConfig.from_dict(configs[0]), resolve_device("cpu"))
+    assert batchable(TrainingConfig.from_dict(configs[0]), data) == "explicit"  # so a CPU batches it by default
+    bundle = train_bundle(configs, data=data)
+    for b, a in zip(bundle, [train(c, data=data) for c in configs], strict=True):
+        assert b.status == a.status == "completed"
+        for mb, ma in zip(b.history, a.history, strict=True):
+            assert mb.test_loss == pytest.approx(ma.test_loss, rel=1e-10, abs=1e-12)
+            assert mb.train_loss == pytest.approx(ma.train_loss, rel=1e-10, abs=1e-12)
+            assert mb.test_error == ma.test_error and mb.train_error == ma.train_error
+    assert len({b.history[-1].test_loss for b in bundle}) == len(bundle)
+
+
 def test_float32_cells_agree_to_single_precision():
     # at moderate α; at large α (0.2 here) float32 rounding differences grow to ~1 % within two epochs
     configs = [

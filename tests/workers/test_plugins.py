@@ -40,8 +40,8 @@ def test_a_model_plugin_with_arguments_trains_one_cell_and_a_bundle():
     ("config", "expected"),
     [
         (BLOBS | {"model": "cnn1d", "dataset": "mnist1d", "dataset_args": {}}, "explicit"),  # its own batched_forward
-        (BLOBS, "vmap"),  # a pure function of weights and input
-        (DIGITS, "vmap"),
+        (BLOBS, "explicit"),  # the built-in mlp batches itself, on a plugin's data set too
+        (DIGITS, "vmap"),  # a plugin's model: a pure function of weights and input
         (DIGITS | {"model_args": {"width": 8, "dropout": 0.5}}, "no"),  # random in its forward pass
     ],
 )
