@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run demo test browser
+.PHONY: install run demo test browser reproduce
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ run: install
 # One small training run per optimizer on MNIST-1D, printed as a table (~11 s on 2 cores): training works here.
 demo: install
 	$(BIN)/wdgrid demo
+
+# The paper's five claims through the service, as a user would make them (~30 min on 2 cores; not part of `make test`,
+# whose tests/bench/test_reproduce.py runs the same pipeline at tiny sizes): reports and figures into docs/results/.
+reproduce: install
+	$(BIN)/python -m bench.reproduce
 
 # The web page's tests drive a real headless browser: Debian's chromium (about 300 MB), installed once when missing.
 CHROMIUM ?= /usr/bin/chromium

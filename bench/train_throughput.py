@@ -32,28 +32,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = {"cnn1d": "mnist1d", "mlp": "mnist1d", "digits_cnn": "digits"}  # resnet20: random CIFAR-shaped images
 
 
-def _cifar_like(n_train: int, n_test: int) -> Any:
-    """Random uint8 images with CIFAR-10's shape and the real augmentation path (crop + flip + normalization)."""
-    import torch
-
-    from workers.data import DeviceData
-
-    gen = torch.Generator().manual_seed(0)
-    images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)  # noqa: E731
-    labels = lambda n: torch.randint(0, 10, (n,), generator=gen)  # noqa: E731
-    return DeviceData(
-        "cifar10",
-        images(n_train),
-        labels(n_train),
-        images(n_test),
-        labels(n_test),
-        10,
-        mean=torch.full((3,), 0.5),
-        std=torch.full((3,), 0.29),
-        augment=True,
-    )
-
-
 def measure(model: str, k: int, device: str, epochs: int, n_train: int) -> dict[str, Any]:
     """One process: alternate bundles of K cells with single cells; return timings (run in a child process)."""
     import torch
@@ -68,8 +46,11 @@ def measure(model: str, k: int, device: str, epochs: int, n_train: int) -> dict[
         base["dataset"] = DATASETS[model]
         data = load_data(TrainingConfig.from_dict(base | {"lr": 0.1}), dev)
     else:
+        sys.path.insert(0, ROOT)  # run as a script: bench/ is on the path, the checkout is not
+        from bench.gpu_check import random_data
+
         base["dataset"] = "cifar10"
-        data = _cifar_like(n_train, 256).to(dev)
+        data = random_data(model, n_train, 256, dev)  # random uint8 images, the real augmentation path
     configs = [base | {"lr": 0.01 * 2 ** (i % 6)} for i in range(k)]
     steps = epochs * steps_per_epoch(data.n_train, 128)
 

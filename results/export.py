@@ -178,13 +178,17 @@ def unfinished_pairs(store: Storage, sweep: SweepRecord) -> list[UnfinishedPair]
     return out
 
 
-def separability(store: Storage, sweep: SweepRecord) -> list[Comparison]:
+def separability(
+    store: Storage, sweep: SweepRecord, unfinished: list[UnfinishedPair] | None = None
+) -> list[Comparison]:
     """Each L2 optimizer of the sweep against its decoupled twin (:func:`results.separability.report`), on the
     sweep's objective (negated where higher is better; scaled to its best value unless it is an error in percent),
     for the pairs whose cells have all finished (:func:`unfinished_pairs` names the others: a running sweep is
-    analysed as far as it goes). :class:`NoTwinsError` when no pair is in the sweep, or the grids cannot be
-    analysed."""
-    waiting = {(p.l2, p.decoupled) for p in unfinished_pairs(store, sweep)}
+    analysed as far as it goes; a caller that has them already passes them as ``unfinished``). :class:`NoTwinsError`
+    when no pair is in the sweep, or the grids cannot be analysed."""
+    if unfinished is None:
+        unfinished = unfinished_pairs(store, sweep)
+    waiting = {(p.l2, p.decoupled) for p in unfinished}
     goal = objective(sweep)
     sign = 1.0 if goal.mode == "min" else -1.0
     grids = {}

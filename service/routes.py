@@ -394,7 +394,8 @@ def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
     from results.export import unfinished_pairs
 
     try:
-        comparisons, waiting = analyse(store, sweep), unfinished_pairs(store, sweep)
+        waiting = unfinished_pairs(store, sweep)
+        comparisons = analyse(store, sweep, waiting)
     except NoTwinsError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
