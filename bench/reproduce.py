@@ -125,7 +125,6 @@ class Service:
 
     client: httpx.Client
     page: str
-    sweeps: list[int] = field(default_factory=list)
 
     def submit(self, *specs: SweepSpec) -> list[int]:
         """POST the specs (the controller queues them), then draw each one's progress until it ends; returns their
@@ -137,7 +136,6 @@ class Service:
                 raise SystemExit(f"reproduce: POST /sweeps {spec.name}: {response.status_code} {response.text[:500]}")
             sweep = response.json()
             posted.append((int(sweep["id"]), int(sweep["n_cells"])))
-            self.sweeps.append(int(sweep["id"]))
             print(f"sweep {sweep['id']} '{spec.name}': {sweep['n_cells']} cells")
         for sid, n_cells in posted:
 
@@ -281,13 +279,9 @@ def welch(a: list[float], b: list[float]) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def n_train(spec: SweepSpec) -> int:
-    return spec.n_train()
-
-
 def to_normalized(raw: float, spec: SweepSpec, epochs: float) -> float:
     """λ_norm of a raw per-step λ for ``spec``'s data and batch at a budget of ``epochs`` (App. B.1)."""
-    return raw / normalized_weight_decay(1.0, spec.batch_size, n_train(spec), epochs)
+    return raw / normalized_weight_decay(1.0, spec.batch_size, spec.n_train(), epochs)
 
 
 # --- The claims -------------------------------------------------------------------------------------------------------
