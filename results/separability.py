@@ -52,7 +52,7 @@ _NEAR_POINTS: Final = 1.0  # near-best rows: within max(1 point, 25 % of the bes
 _NEAR_FRACTION: Final = 0.25
 RELATIVE_CAP: Final = 0.5  # other objectives: the cap as a fraction of |best|
 PERCENT_METRICS: Final = frozenset({"test_error", "train_error"})  # objectives in percent: caps in points
-_SHIFTS: Final = (-2, -1, 1, 2)  # the coupling index moves α by 2^k for these k
+_STEPS: Final = (1, 2)  # the coupling index moves α by 2^±k for these k
 _LOG_TOL: Final = 1e-6  # two log2 values name the same grid value when they differ by less than this
 
 FloatArray = npt.NDArray[np.float64]
@@ -66,12 +66,20 @@ class Separability:
       the module docstring), each row's argmin refined by the parabola through it and its two neighbours in
       log2 λ (not refined at the grid's edge, or when a neighbour is NaN). ≈ −1: the best λ scales as 1/α (coupled);
       ≈ 0: it does not depend on α. NaN with fewer than two near-best rows.
-    - ``coupling_index``: r_λ / (r_λ + r_αλ). From the best cell, α is moved by 2^k for k in ±1, ±2; r_λ is the mean
-      regret (capped error minus best) with λ held fixed, r_αλ with α·λ held fixed (λ moved by 2^−k). A shift k
-      counts only when both of its cells lie on the grid (same values within 1e-6 in log2); a NaN (diverged) cell
-      on the grid counts with the capped error. 1: keeping α·λ fixed costs nothing (fully coupled); 0.5: both
-      directions cost the same; 1/3: an isotropic separable bowl. NaN when no shift has both cells or both regrets
-      are 0.
+    - ``coupling_index``: r_λ / (r_λ + r_αλ), clipped to [0, 1], anchored on every good cell of the grid rather
+      than on the single best one (which noise moves from seed to seed). The anchors are the best cell of every
+      near-best row (the best λ for that α) and of every near-best column (the best α for that λ; near-best as for
+      rows, see the module docstring). From each anchor (α, λ), α is moved by 2^±k for k = 1, 2: r_λ sums the
+      second differences with λ held fixed, e(α·2^k, λ) + e(α·2^−k, λ) − 2·e(α, λ), and r_αλ those with α·λ held
+      fixed, e(α·2^k, λ·2^−k) + e(α·2^−k, λ·2^k) − 2·e(α, λ) (capped errors). A step k of an anchor counts only
+      when all four of its cells lie on the grid (same values within 1e-6 in log2), so each comparison is paired
+      and a linear trend across the anchor cancels; a NaN (diverged) cell counts with the capped error. 1: keeping
+      α·λ fixed costs nothing (fully coupled); 0.5: both directions cost the same; about 1/3: an isotropic separable
+      bowl. NaN when no step of any anchor has its four cells on the grid, or both sums are ≤ 0. (Until issue 19
+      the index was taken from the best cell alone, one-sided; on the measured grids kept in ``tests/results/data``
+      and on noisy synthetic ones this definition varies about half as much from seed to seed:
+      ``bench/coupling_index.py``.)
+    - ``anchors``: how many anchors the coupling index rests on (0 when it is NaN).
     - ``interaction_share``: share of the capped grid's total sum of squares left unexplained by the additive model
       grand mean + row effect + column effect (two-way ANOVA without replication, NaN cells at the cap). 0 for a
       separable landscape f(α) + g(λ) within the cap.
@@ -81,8 +89,8 @@ class Separability:
     - ``best_lr``, ``best_wd``, ``best_error``: the best finite cell; ``lr_edge``, ``wd_edge``: where it lies on
       each axis: -1 the smallest value tried, +1 the largest, 0 inside (a best cell on an edge may not be the best).
     - ``near_rows``: how many rows the slope was fitted on; ``cap``: the cap used (points above the best).
-    - ``regret``: the mean of r_λ and r_αλ behind the coupling index (same units as the errors; NaN with it): how
-      large the differences it compares are.
+    - ``regret``: the mean cost of one move behind the coupling index, (r_λ + r_αλ) / (4 × the steps counted)
+      (same units as the errors; NaN with it): how large the differences it compares are.
     - ``resolution``: the smallest difference between two distinct finite values of the grid (NaN for fewer than
       two, or with ``relative``): for errors of one seed on a test set of n examples, 100/n points — one example.
     - ``finite_cells``, ``cells``: cells with a finite error, and all cells of the grid.
@@ -100,6 +108,7 @@ class Separability:
     lr_edge: int = 0
     wd_edge: int = 0
     regret: float = math.nan
+    anchors: int = 0
     resolution: float = math.nan
     finite_cells: int = 0
     cells: int = 0
@@ -154,21 +163,38 @@ def _index_of(axis: FloatArray, value: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def _anchors(errors: FloatArray, near: float) -> list[tuple[int, int]]:
+    """The best cell of every near-best row and of every near-best column (each once), in grid order."""
+    found: set[tuple[int, int]] = set()
+    for axis in (0, 1):
+        lines = errors if axis == 0 else errors.T
+        for k, line in enumerate(lines):
+            if np.any(np.isfinite(line)) and np.nanmin(line) <= near:
+                at = int(np.nanargmin(line))
+                found.add((k, at) if axis == 0 else (at, k))
+    return sorted(found)
+
+
 def _coupling_index(
-    capped: FloatArray, la: FloatArray, lw: FloatArray, bi: int, bj: int, best: float
-) -> tuple[float, float]:
-    r_fixed_wd, r_fixed_product = [], []
-    for k in _SHIFTS:
-        i = _index_of(la, la[bi] + k)
-        j = _index_of(lw, lw[bj] - k)
-        if i is None or j is None:  # only shifts with both cells on the grid: a paired comparison
-            continue
-        r_fixed_wd.append(capped[i, bj] - best)
-        r_fixed_product.append(capped[i, j] - best)
-    if not r_fixed_wd:
-        return math.nan, math.nan
-    r_l, r_al = float(np.mean(r_fixed_wd)), float(np.mean(r_fixed_product))
-    return (r_l / (r_l + r_al) if r_l + r_al > 0 else math.nan), (r_l + r_al) / 2
+    capped: FloatArray, la: FloatArray, lw: FloatArray, anchors: Sequence[tuple[int, int]]
+) -> tuple[float, float, int]:
+    """(coupling index, regret per move, anchors used): see :class:`Separability`."""
+    r_fixed_wd = r_fixed_product = 0.0
+    steps, used = 0, set()
+    for i, j in anchors:
+        for k in _STEPS:
+            up, down = _index_of(la, la[i] + k), _index_of(la, la[i] - k)
+            left, right = _index_of(lw, lw[j] - k), _index_of(lw, lw[j] + k)
+            if up is None or down is None or left is None or right is None:  # a paired comparison or none
+                continue
+            r_fixed_wd += capped[up, j] + capped[down, j] - 2 * capped[i, j]
+            r_fixed_product += capped[up, left] + capped[down, right] - 2 * capped[i, j]
+            steps += 1
+            used.add((i, j))
+    total = r_fixed_wd + r_fixed_product
+    if not steps or total <= 0:
+        return math.nan, math.nan, 0
+    return float(np.clip(r_fixed_wd / total, 0.0, 1.0)), float(total) / (4 * steps), len(used)
 
 
 def _interaction_share(capped: FloatArray) -> float:
@@ -222,7 +248,7 @@ def analyze(
         near = best + max(_NEAR_POINTS, _NEAR_FRACTION * best)
     capped = np.where(np.isfinite(e), np.minimum(e, best + cap), best + cap)
     slope, near_rows = _slope(e, capped, la, lw, near)
-    index, regret = _coupling_index(capped, la, lw, bi, bj, best)
+    index, regret, anchors = _coupling_index(capped, la, lw, _anchors(e, near))
     return Separability(
         coupling_slope=slope,
         coupling_index=index,
@@ -236,6 +262,7 @@ def analyze(
         lr_edge=_edge(bi, la.size),
         wd_edge=_edge(bj, lw.size),
         regret=regret,
+        anchors=anchors,
         resolution=math.nan if relative else _resolution(e),
         finite_cells=int(np.isfinite(e).sum()),
         cells=int(e.size),
@@ -335,8 +362,9 @@ def _grid_reasons(name: str, by_seed: Mapping[int, Separability]) -> list[Reason
             "too_few_cells",
             on(lambda x: not math.isfinite(x.coupling_index)),
             lambda x, where: (
-                f"{name}'s coupling index is undefined on {where}: no shift of α by 2^±1 or 2^±2 from its "
-                "best cell keeps both compared cells on the grid (widen the grid around the best cell)"
+                f"{name}'s coupling index is undefined on {where}: no good cell has α moved by 2^±1 or 2^±2 "
+                "with every compared cell on the grid (widen the grid around its good region: at least 3 values "
+                "of each axis, in steps of 2^1 or finer)"
             ),
         ),
     ]

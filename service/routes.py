@@ -406,6 +406,7 @@ def separability(store: StoreDep, sweep: SweepDep) -> SeparabilityPublic:
         return {
             str(seed): SeparabilityValues(
                 coupling_index=number(s.coupling_index),
+                anchors=s.anchors,
                 coupling_slope=number(s.coupling_slope),
                 interaction_share=number(s.interaction_share),
                 topk_log_corr=number(s.topk_log_corr),

@@ -319,8 +319,11 @@ class SeparabilityValues(_Public):
     """One seed's grid (``results.separability.Separability``); null where the statistic is undefined."""
 
     coupling_index: float | None = Field(
-        description="r_λ / (r_λ + r_αλ): regret of moving α with λ fixed vs with α·λ fixed. 1 fully coupled, "
-        "1/3 an isotropic separable bowl."
+        description="r_λ / (r_λ + r_αλ): cost of moving α by 2^±1, 2^±2 with λ fixed vs with α·λ fixed, summed "
+        "over every good row's and column's best cell. 1 fully coupled, about 1/3 an isotropic separable bowl."
+    )
+    anchors: int = Field(
+        description="How many cells the coupling index is anchored on (each near-best row's and column's best cell)."
     )
     coupling_slope: float | None = Field(
         description="Slope of log2(best λ of a row) against log2 α over the near-best rows: ≈ −1 coupled, ≈ 0 not."
@@ -335,7 +338,7 @@ class SeparabilityValues(_Public):
     best_weight_decay: float = Field(description="λ (raw per step) of the seed's best cell.")
     best_value: float = Field(description="The objective at the best cell (test error in percent by default).")
     regret: float | None = Field(
-        description="Mean of r_λ and r_αλ behind the coupling index: the size of the differences it rests on."
+        description="Mean cost of one move behind the coupling index: the size of the differences it rests on."
     )
     resolution: float | None = Field(
         description="Smallest difference between two distinct values of the grid (one test example, for errors)."

@@ -50,6 +50,21 @@ class TestSyntheticLandscapes:
         assert s.interaction_share == pytest.approx(0.0, abs=1e-9)
         assert s.best_error == 2.0
 
+    @pytest.mark.parametrize(("landscape", "low", "high"), [(diagonal_valley, 0.75, 1.0), (separable_bowl, 0.3, 0.5)])
+    def test_noise_that_moves_the_best_cell_barely_moves_the_index(self, landscape, low, high):
+        # Eight "seeds": the same landscape with independent noise, rounded to a test set's resolution (0.1
+        # points), so that the best cell lands somewhere else on each. The index rests on every good row's and
+        # column's best cell, not on the one best cell: each seed's value stays on its side, and close to the rest.
+        rng = np.random.default_rng(0)
+        values = []
+        for _ in range(8):
+            noisy = np.round((landscape() + rng.normal(0, 0.1, X.shape)) / 0.1) * 0.1
+            s = analyze(noisy, LRS, WDS)
+            assert s.anchors > 5
+            values.append(s.coupling_index)
+        assert low < min(values) and max(values) < high
+        assert max(values) - min(values) < 0.1
+
     def test_the_parabola_finds_an_optimum_between_grid_values(self):
         # Best λ at log2 λ = -9.25 - (log2 α + 9) · 0.5: off the grid's columns, slope -0.5.
         e = 2.0 + 0.2 * (Y + 0.25 + 0.5 * X) ** 2 + 0.02 * X**2
