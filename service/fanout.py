@@ -68,6 +68,9 @@ class RunOptions:
         gpus_per_trial: GPUs per trial (fractions share a GPU); None: 1 when the cluster has GPUs, else 0.
         cells_per_trial: at most this many cells per Tune trial; None: 16, fewer when that would leave slots idle.
         max_concurrent_trials: cap on trials running at once; None: as many as the resources allow.
+        shares: how many sweeps share the cluster at once (the controller's ``max_concurrent_sweeps``): this one runs
+            at most 1/shares of the trials that fit (at least one), so that each of them makes progress — Tune
+            keeps a worker for its next trial, so a sweep that took every CPU first would hold them to its end.
         max_retries: restarts of a crashed trial (from its last checkpoint) before its cells fail.
         checkpoint_interval_s: seconds between a trial's checkpoints (0: after every epoch).
         lease_seconds: how long the driver's hold on the sweep lasts without renewal (a dead driver's sweep can be
@@ -85,6 +88,7 @@ class RunOptions:
     gpus_per_trial: float | None = None
     cells_per_trial: int | None = None
     max_concurrent_trials: int | None = None
+    shares: int = 1
     max_retries: int = 2
     checkpoint_interval_s: float = 30.0
     lease_seconds: float = 60.0
@@ -100,7 +104,8 @@ class RunOptions:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
-        for name, count in (("cells_per_trial", self.cells_per_trial), ("max_concurrent", self.max_concurrent_trials)):
+        counts = [("cells_per_trial", self.cells_per_trial), ("max_concurrent", self.max_concurrent_trials)]
+        for name, count in [*counts, ("shares", self.shares)]:
             if count is not None and count < 1:
                 raise ValueError(f"{name} must be >= 1, got {count!r}")
         if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
@@ -152,6 +157,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
                 f"cannot join the Ray cluster at {address}: {type(exc).__name__}: {str(exc).splitlines()[0]} "
                 f"(a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN, here {token})"
             ) from exc
+        log.info("joined the Ray cluster at %s", address)
     else:
         # An embedded Ray is this process's own, with a token Ray generates: its warning that token authentication
         # is on asks nothing of the user, and `wdgrid run` printed it on every run.
@@ -159,6 +165,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         # "local": always a new embedded Ray. Without it ray.init would join whatever cluster `ray start` last
         # started on this machine (/tmp/ray/ray_current_cluster), even one that is long dead.
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **common)
+        log.info("started an embedded Ray")
 
 
 def _tune_environment() -> None:
@@ -295,7 +302,7 @@ def run_sweep(
             param_space={"chunk": tune.grid_search(space)},
             tune_config=tune.TuneConfig(
                 reuse_actors=True,
-                max_concurrent_trials=o.max_concurrent_trials,
+                max_concurrent_trials=slots,  # this sweep's share of the cluster (RunOptions.shares)
                 trial_dirname_creator=chunk_dirname,
             ),
             run_config=tune.RunConfig(
@@ -345,6 +352,8 @@ def _trial_resources(o: RunOptions) -> tuple[float, int]:
     slots = int(resources.get("CPU", 0) // o.cpus_per_trial)
     if gpus > 0:
         slots = min(slots, int(resources.get("GPU", 0) // gpus))
+    if slots >= 1:
+        slots = max(1, slots // o.shares)
     if o.max_concurrent_trials:
         slots = min(slots, o.max_concurrent_trials)
     if slots < 1:
@@ -377,7 +386,7 @@ def _resumable(
     """Checkpoints that earlier drivers of the sweep left in folders named ``prefix``-* (newest first) and that
     still fit the store: every cell the checkpoint holds as done is finished, every other one is pending (no cell
     in two). Returns (checkpoint folder, the chunk's trials in its cell order)."""
-    from workers.trainable import CELLS_FILE  # imports torch and Ray Tune: only when a sweep runs
+    from workers.trainable import CELLS_FILE  # imports Ray Tune: only when a sweep runs
 
     found = []
     for path in prefix.parent.glob(f"{prefix.name}-*/*/checkpoint_*/{CELLS_FILE}"):

@@ -21,6 +21,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from results import ConflictError, NotFoundError, SqlStorage, TransitionError
 from service.deps import SettingsDep, StoreDep
 from service.guard import DOCS_ASSETS, Guard
+from service.local_ray import LocalRay
 from service.pages import STATIC, pages, static_files
 from service.routes import router
 from service.scheduler import Scheduler
@@ -41,13 +42,21 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = SqlStorage(settings.database_url, retry_s=API_DB_RETRY_S)
-        scheduler = Scheduler(settings, store, log_dir=log_dir or Path("wdgrid-logs"))
+        logs = log_dir or Path("wdgrid-logs")
+        local_ray = None
+        if settings.local_ray and not settings.ray_address and settings.max_concurrent_sweeps > 0:
+            local_ray = LocalRay(logs / "ray-head.log")
+            local_ray.start()  # returns at once: the scheduler starts no driver before the head is up
+        scheduler = Scheduler(settings, store, log_dir=logs, local_ray=local_ray)
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
+        app.state.local_ray = local_ray
         scheduler.start()
         try:
             yield
         finally:
-            scheduler.stop()
+            scheduler.stop()  # its drivers first, then the Ray they joined
+            if local_ray is not None:
+                local_ray.stop()
             store.close()
 
     # Swagger UI and ReDoc from the assets fastapi-offline ships, not from a CDN: the docs work offline and behind
@@ -71,16 +80,21 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"])
-    def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
-        """The database answers, and the Ray cluster's head (RAY_ADDRESS) accepts connections."""
+    def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> JSONResponse:
+        """The database answers, and the Ray that sweeps run on is up: the cluster's head (RAY_ADDRESS) accepts
+        connections, or the controller's own Ray has started (``starting`` meanwhile: sweeps queue)."""
         checks: dict[str, str] = {}
         try:
             store.ping()
             checks["database"] = "ok"
         except Exception as exc:  # any failure is "not ready"; the kind of failure, never the server's address
             checks["database"] = f"unavailable ({type(exc).__name__})"
-        checks["ray"] = _ray_reachable(settings.ray_address)
-        ok = all(v in ("ok", "embedded") for v in checks.values())
+        local_ray: LocalRay | None = request.app.state.local_ray
+        if local_ray is not None:
+            checks["ray"] = "local" if local_ray.ready() else "down" if local_ray.down else "starting"
+        else:
+            checks["ray"] = _ray_reachable(settings.ray_address)
+        ok = all(v in ("ok", "embedded", "local", "starting") for v in checks.values())
         return JSONResponse(checks | {"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
 
     _errors(app)
@@ -89,7 +103,7 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
 
 def _ray_reachable(address: str | None) -> str:
     if not address or address == "local":
-        return "embedded"  # each sweep's driver starts its own Ray
+        return "embedded"  # each sweep's driver starts its own Ray (WDGRID_LOCAL_RAY=false, or the queue paused)
     target = address.removeprefix("ray://")
     if target == "auto":  # Ray's own meaning: the cluster `ray start` last started on this machine
         try:

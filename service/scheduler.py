@@ -10,7 +10,10 @@ whose driver is alive (its lease holds and, on this host, its process exists) is
 started by a controller before a restart, or by ``wdgrid run``. A running sweep without a live driver (the
 controller was stopped or killed mid-sweep) gets a new driver first: it takes the sweep over and re-queues the cells
 that were running. Then pending sweeps start while slots are free. Stopping the scheduler kills its drivers' process
-groups (driver and embedded Ray); their sweeps stay ``running`` and resume when a controller starts again.
+groups; their sweeps stay ``running`` and resume when a controller starts again.
+
+Drivers join the controller's own Ray (``service.local_ray``; none is started before it is up) or the cluster at
+``RAY_ADDRESS``; with ``WDGRID_LOCAL_RAY=false`` each starts an embedded Ray of its own, in its process group.
 
 A driver that exits with an error before it took its sweep (a Ray cluster that cannot be joined, a trial that fits
 no node) leaves the sweep pending: it is retried after 2, 4, 8 ... ``poll_s`` (at most a minute), and after
@@ -40,6 +43,7 @@ from typing import Final
 
 from results import Storage, SweepRecord, TransitionError
 from service.fanout import holder_dead  # light: imports neither torch nor Ray until a sweep runs
+from service.local_ray import LocalRay
 from service.settings import Settings
 
 __all__ = ["Scheduler"]
@@ -60,9 +64,20 @@ def _driver_alive(sweep: SweepRecord, now: datetime) -> bool:
 class Scheduler:
     """Starts and stops sweep drivers; see the module docstring."""
 
-    def __init__(self, settings: Settings, store: Storage, *, log_dir: Path, driver: Sequence[str] = DRIVER) -> None:
-        """``driver``: the command a sweep's driver runs, its id appended (tests give a stand-in process)."""
+    def __init__(
+        self,
+        settings: Settings,
+        store: Storage,
+        *,
+        log_dir: Path,
+        driver: Sequence[str] = DRIVER,
+        local_ray: LocalRay | None = None,
+    ) -> None:
+        """``driver``: the command a sweep's driver runs, its id appended (tests give a stand-in process).
+        ``local_ray``: the controller's own Ray, which every driver joins (none: each driver embeds one, or joins
+        the settings' ``ray_address``)."""
         self.settings, self.store, self.log_dir, self.driver = settings, store, log_dir, tuple(driver)
+        self.local_ray = local_ray
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self._failures: dict[int, tuple[int, float]] = {}  # sweep id -> (start failures in a row, retry after)
         self._finished_at_spawn: dict[int, int] = {}  # sweep id -> cells finished when its driver started
@@ -98,7 +113,8 @@ class Scheduler:
                 self.tick()
             except Exception:  # the store may be briefly unreachable: keep scheduling
                 log.exception("scheduler tick failed")
-            self._wake.wait(self.settings.poll_s)
+            starting = self.local_ray is not None and not self.local_ray.ready()
+            self._wake.wait(min(0.2, self.settings.poll_s) if starting else self.settings.poll_s)
             self._wake.clear()
 
     def tick(self) -> None:
@@ -118,6 +134,10 @@ class Scheduler:
                 busy.add(sweep.id)  # driven elsewhere: it still takes a slot
             else:
                 orphans.append(sweep)
+        if self.local_ray is not None:
+            self.local_ray.check()
+            if not self.local_ray.ready():
+                return  # no driver before the Ray it joins is up (looked at again within 0.2 s)
         for sweep in [*orphans, *self._all("pending")]:
             if len(busy) >= self.settings.max_concurrent_sweeps or self._stop.is_set():
                 return
@@ -180,6 +200,8 @@ class Scheduler:
 
     def _spawn(self, sweep_id: int) -> None:
         env = self.settings.driver_environment(os.environ) | {"WDGRID_DATABASE_URL": self.store.url}
+        if self.local_ray is not None:
+            env |= self.local_ray.driver_environment()
         self._finished_at_spawn[sweep_id] = self._finished(sweep_id)
         with (self.log_dir / f"sweep-{sweep_id}.log").open("ab") as out:
             self.children[sweep_id] = subprocess.Popen(
@@ -188,6 +210,6 @@ class Scheduler:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() takes its embedded Ray down with it
+                start_new_session=True,  # its own process group: stop() takes it down (and an embedded Ray with it)
             )
         log.info("sweep %d: driver started (pid %d)", sweep_id, self.children[sweep_id].pid)

@@ -48,13 +48,19 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAY_ADDRESS", "WDGRID_RAY_ADDRESS"),
-        description="Ray cluster the sweeps run on; unset: each sweep's driver starts an embedded Ray.",
+        description="Ray cluster the sweeps run on; unset: the controller's own Ray (WDGRID_LOCAL_RAY).",
+    )
+    local_ray: bool = Field(
+        default=True,
+        description="Without RAY_ADDRESS: one Ray head started and stopped with the controller, that every sweep "
+        "joins (true), or an embedded Ray started by each sweep's driver (false: 4-5 s and ~800 MB more per sweep).",
     )
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(default=8000, description="Port the API listens on.")
     max_concurrent_sweeps: Annotated[int, Field(ge=0, le=64)] = Field(
         default=1,
-        description="Sweeps trained at once; the rest wait in FIFO order. 0 pauses the queue: sweeps are accepted and "
+        description="Sweeps trained at once, each on an equal share of the Ray cluster's trial slots; the rest wait "
+        "in FIFO order. 0 pauses the queue: sweeps are accepted and "
         "wait (e.g. while the cluster is down for maintenance), running ones are not resumed until it is raised.",
     )
     api_token: SecretStr | None = Field(
@@ -126,6 +132,7 @@ class Settings(BaseSettings):
         values = {
             "WDGRID_DATABASE_URL": self.database_url,
             "WDGRID_DATA_DIR": self.data_dir,
+            "WDGRID_MAX_CONCURRENT_SWEEPS": self.max_concurrent_sweeps,  # the share of the cluster a driver takes
             "WDGRID_TUNE_DIR": self.tune_dir,
             "RAY_ADDRESS": self.ray_address,
             "WDGRID_CPUS_PER_TRIAL": self.cpus_per_trial,

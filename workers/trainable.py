@@ -1,9 +1,9 @@
 """The Ray Tune trainable: one Tune trial trains a *chunk* — cells of one bundle — with ``train_bundle`` and streams
 every epoch's metrics back to the driver through ``tune.report``.
 
-This module runs in Ray worker processes. It imports torch, Ray Tune, ``sweeps`` and ``workers`` only: no database,
-no ``results``, no ``service``. The driver (``service.fanout``) is the only writer of the store; what it needs comes
-in the reports:
+This module runs in Ray worker processes. It imports torch (when it trains), Ray Tune, ``sweeps`` and ``workers``
+only: no database, no ``results``, no ``service``. The driver (``service.fanout``) is the only writer of the
+store; what it needs comes in the reports:
 
 ``{"epochs": [[cell index, EpochMetrics as a dict], ...],``
 `` "finished": [[cell index, {"status", "epochs_done", "last" (epoch dict), "wall_time_s", "device",``
@@ -35,14 +35,19 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import torch
 from ray import tune
 
 from sweeps import PluginKind, installed
-from workers.bundle import BundleState, ResumeMismatchError, train_bundle
-from workers.train import EpochMetrics
+
+if TYPE_CHECKING:
+    from workers.bundle import BundleState
+    from workers.train import EpochMetrics
+
+# torch (and workers.bundle, which imports it) is imported inside the functions that run on a worker: the driver
+# imports this module only to hand train_chunk to Tune, and importing torch there would delay every sweep's start by
+# 2-3 s (bench/sweep_start.py).
 
 __all__ = ["CELLS_FILE", "CHECKPOINT_FILE", "provenance", "train_chunk"]
 
@@ -98,6 +103,8 @@ def _where() -> dict[str, Any]:
 
 
 def _load(folder: str | Path) -> BundleState:
+    import torch
+
     state: BundleState = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     return state
 
@@ -117,6 +124,10 @@ def train_chunk(config: dict[str, Any]) -> None:
     (torch's intra-op threads: the trial's CPUs), ``data_dir`` (None: the worker's default), ``time_limit_s``
     (seconds each cell, or batched chunk of cells, may train; None: no limit), ``checkpoint_interval_s`` and
     ``resume_from`` (None, or the folder of a checkpoint an earlier driver left for exactly these cells)."""
+    import torch
+
+    from workers.bundle import ResumeMismatchError, train_bundle
+
     chunk = config["chunk"]
     torch.set_num_threads(max(1, int(chunk["threads"])))
     configs = [cell["config"] for cell in chunk["cells"]]

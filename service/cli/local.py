@@ -210,6 +210,7 @@ def plugins() -> None:
 @app.command(hidden=True)
 def drive(sweep_id: Annotated[int, typer.Argument(min=1)]) -> None:
     """Run one stored sweep to its end (the controller starts one such process per running sweep)."""
+    import dataclasses
     import logging
 
     from results import SqlStorage
@@ -219,7 +220,8 @@ def drive(sweep_id: Annotated[int, typer.Argument(min=1)]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with SqlStorage(settings.database_url, retry_s=settings.db_retry_s) as store:
         try:
-            summary = run_sweep(store, sweep_id, settings.run_options(), address=settings.ray_address)
+            options = dataclasses.replace(settings.run_options(), shares=max(1, settings.max_concurrent_sweeps))
+            summary = run_sweep(store, sweep_id, options, address=settings.ray_address)
         except ClusterError as exc:  # the sweep is untouched; the controller reads this line as its reason
             raise fail(str(exc)) from None
     print(f"sweep {sweep_id} {summary.status}: {summary.counts}")

@@ -43,7 +43,10 @@ def serve(
 def banner(settings: Settings) -> str:
     """What `wdgrid serve` is about to do, in three lines: where, with what, and a first request to try."""
     store = shown(settings.database_url)
-    ray = f"the Ray cluster at {settings.ray_address}" if settings.ray_address else "an embedded Ray per sweep"
+    if settings.ray_address:
+        ray = f"the Ray cluster at {settings.ray_address}"
+    else:
+        ray = "this controller's own Ray" if settings.local_ray else "an embedded Ray per sweep"
     slots = settings.max_concurrent_sweeps
     running = f"{slots} sweep{'s' if slots != 1 else ''} at once" if slots else "the queue PAUSED (0 sweeps at once)"
     base = f"http://{settings.host}:{settings.port}"

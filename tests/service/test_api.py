@@ -48,6 +48,7 @@ def test_health_is_open_and_everything_else_needs_the_token(server: Server):
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["database"] == "ok"
+    assert ready.json()["ray"] in ("starting", "local")  # the controller's own Ray, up within seconds
     assert httpx.get(f"{server.url}/sweeps").status_code == 401
     assert httpx.get(f"{server.url}/sweeps", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.get(f"{server.url}/presets").status_code == 401
@@ -129,6 +130,10 @@ def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: S
         )
         assert done["status"] == "completed" and done["progress"] == 1.0 and done["counts"]["completed"] == 8
         assert done["elapsed_s"] > 0 and done["eta_s"] == 0.0
+        # The driver joined the controller's Ray rather than starting one of its own.
+        assert httpx.get(f"{server.url}/readyz").json()["ray"] == "local"
+        driver_log = (server.folder / "wdgrid-logs" / f"sweep-{sweep['id']}.log").read_text()
+        assert "joined the Ray cluster at 127.0.0.1:" in driver_log and "started an embedded Ray" not in driver_log
         refused = c.post(f"/sweeps/{sweep['id']}/resume")  # nothing failed or was cancelled: nothing to resume
         assert refused.status_code == 409 and "only failed or cancelled sweeps resume" in refused.json()["detail"]
         listed = c.get("/sweeps", params={"status": "completed"}).json()

@@ -90,6 +90,16 @@ def test_options_name_the_bad_field():
         RunOptions(max_retries=-1)
     with pytest.raises(ValueError, match="lease_seconds"):
         RunOptions(lease_seconds=2, heartbeat_s=1)
+    with pytest.raises(ValueError, match="shares"):
+        RunOptions(shares=0)
+
+
+def test_sweeps_that_share_the_cluster_each_take_an_equal_share_of_its_slots():
+    from service.fanout import _trial_resources
+
+    # This module's Ray has 2 CPUs: one sweep alone takes both slots; two at once one each; more never starve one.
+    assert [_trial_resources(RunOptions(shares=n))[1] for n in (1, 2, 3)] == [2, 1, 1]
+    assert _trial_resources(RunOptions(shares=2, max_concurrent_trials=1))[1] == 1
 
 
 # --- Running ------------------------------------------------------------------------------------------------------
