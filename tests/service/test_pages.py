@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,11 @@ def test_every_page_loads_cleanly_and_downloads_are_the_api_s(signed_in: Watched
     signed_in.problems.clear()
     page.goto(f"{server.url}/ui/")
     page.wait_for_selector(f'#sweeps tr[data-id="{sweep_id}"]')
+    with server.client() as c:  # a running sweep's CSV changes between two downloads: compare a finished one
+        deadline = time.monotonic() + 120
+        while c.get(f"/sweeps/{sweep_id}").json()["status"] not in ("completed", "failed", "cancelled"):
+            assert time.monotonic() < deadline, "the 1-epoch smoke sweep did not finish in 120 s"
+            time.sleep(0.5)
     page.goto(f"{server.url}/ui/sweeps/{sweep_id}")
     link = page.locator('#downloads a[href$="/trials.csv"]')
     with page.expect_download() as download:
