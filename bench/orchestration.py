@@ -10,12 +10,17 @@ through four ways of running it, each in a fresh process:
 - ``bundles`` (on request) — the runner's chunks trained back to back with ``train_bundle`` in one process on one
                 core: the runner's work without Ray, so ``runner`` against ``bundles / cores`` is Ray's own cost.
 
+``--fig2-rest`` (issue 17, goal 2) instead runs the 392-cell cpu-fig2 preset through a real ``wdgrid serve`` (POST
+to completed) and the same chunks its driver plans, back to back in one process on one core, with one cell's time
+alone as the machine's speed that day.
+
 Every Ray mode starts its own embedded Ray with this machine's CPUs and 1 CPU per trial; ``end to end`` counts from
 before ``ray.init`` to the end, ``fit`` only the fitting. Goals (issue 6): the runner within 1.15 × floor / cores
 and faster end to end than the expert grid. ``--rounds N`` repeats the four modes N times in alternating order.
 
     .venv/bin/python bench/orchestration.py                 # about 8 minutes on 2 CPU cores
     .venv/bin/python bench/orchestration.py --cpu-fig2      # then the cpu-fig2 preset through the runner
+    .venv/bin/python bench/orchestration.py --fig2-rest     # only cpu-fig2 through REST vs its chunks (~12 min)
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from sweeps import expand
@@ -164,6 +170,58 @@ def run_cpu_fig2(store_dir: str) -> dict[str, Any]:
     }
 
 
+def run_fig2_chunks() -> dict[str, Any]:
+    """cpu-fig2's cells in the chunks the service's driver plans for them on this machine (``plan_chunks`` with a
+    slot per core), trained back to back with ``train_bundle`` in one process on one core: the work without Ray."""
+    import torch
+
+    from results import SqlStorage
+    from service.fanout import CPU_CELLS_PER_TRIAL, plan_chunks
+    from sweeps import TrainingConfig, load_preset
+    from workers.bundle import train_bundle
+    from workers.train import load_data, resolve_device, train
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder, SqlStorage(f"sqlite:///{folder}/plan.db") as store:
+        sweep = store.create_sweep(expand(load_preset("cpu-fig2")))
+        pending = store.trials(sweep.id, limit=1000)[0]
+        chunks = plan_chunks(pending, slots=os.cpu_count() or 1, max_cells=CPU_CELLS_PER_TRIAL)
+    configs = [[TrainingConfig.from_dict(t.config) for t in chunk] for chunk in chunks]
+    data = load_data(configs[0][0], resolve_device("cpu"))
+    one = [train(configs[0][0], device="cpu", data=data).wall_time_s for _ in range(2)]  # the machine's speed today
+    start = time.perf_counter()
+    for chunk in configs:
+        train_bundle(chunk, device="cpu", data=data)
+    return {"chunks_s": time.perf_counter() - start, "chunks": len(chunks), "one_cell_s": statistics.median(one)}
+
+
+def run_fig2_rest() -> dict[str, Any]:
+    """cpu-fig2 POSTed to a real ``wdgrid serve`` (fresh SQLite store, default settings): seconds from the POST's
+    answer to the sweep's ``completed``."""
+    import secrets
+
+    from tests.processes import start_server, stop_server
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = start_server(Path(folder), f"sqlite:///{folder}/wdgrid.db", secrets.token_hex(16))
+        try:
+            standby = Path(folder) / "wdgrid-logs" / "standby.log"
+            deadline = time.monotonic() + 120
+            while not (standby.exists() and "ready after" in standby.read_text()):  # a controller at rest
+                assert time.monotonic() < deadline, "the controller's standby driver was not ready in 120 s"
+                time.sleep(0.2)
+            with server.client() as client:
+                r = client.post("/sweeps", json={"preset": "cpu-fig2"})
+                r.raise_for_status()
+                posted, sweep_id = time.monotonic(), r.json()["id"]
+                while (s := client.get(f"/sweeps/{sweep_id}").json())["status"] in ("pending", "running"):
+                    time.sleep(0.5)
+                wall = time.monotonic() - posted
+        finally:
+            stop_server(server)
+    return {"rest_s": wall, "status": s["status"], "counts": s["counts"]}
+
+
 def child(mode: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         if mode == "floor":
@@ -174,6 +232,10 @@ def child(mode: str) -> None:
             out = run_runner(folder)
         elif mode in ("default", "expert"):
             out = run_grid(reuse=mode == "expert")
+        elif mode == "fig2-chunks":
+            out = run_fig2_chunks()
+        elif mode == "fig2-rest":
+            out = run_fig2_rest()
         else:
             out = run_cpu_fig2(folder)
     print("RESULT " + json.dumps(out), flush=True)
@@ -192,10 +254,17 @@ def spawn(mode: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", choices=[*MODES, *EXTRA, "cpu-fig2"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=[*MODES, *EXTRA, "cpu-fig2", "fig2-chunks", "fig2-rest"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--rounds", type=int, default=1, help="repeat the four modes, alternating their order")
     parser.add_argument("--modes", nargs="+", choices=[*MODES, *EXTRA], default=list(MODES))
     parser.add_argument("--cpu-fig2", action="store_true", help="then run the cpu-fig2 preset through the runner")
+    parser.add_argument(
+        "--fig2-rest",
+        action="store_true",
+        help="only: cpu-fig2 through a real controller (POST to completed) against its chunks back to back ÷ cores",
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child)
@@ -206,6 +275,9 @@ def main() -> None:
     from workers.data import load_dataset
 
     load_dataset("mnist1d")
+    if args.fig2_rest:
+        fig2_rest(cores)
+        return
     times: dict[str, list[dict[str, float]]] = {m: [] for m in args.modes}
     for r in range(args.rounds):
         order = args.modes if r % 2 == 0 else list(reversed(args.modes))
@@ -237,6 +309,22 @@ def main() -> None:
               f"{fig2['trials']} trials, {fig2['counts']}")  # fmt: skip
         for verdict in fig2["verdicts"]:
             print(f"  {verdict}")
+
+
+def fig2_rest(cores: int) -> None:
+    """Issue 17, goal 2: cpu-fig2 end to end through REST within 1.10× of its chunks back to back ÷ cores, and under
+    5 minutes on 2 cores."""
+    chunks, rest = spawn("fig2-chunks"), spawn("fig2-rest")
+    floor = chunks["one_cell_s"] * 392 / cores
+    per_core = chunks["chunks_s"] / cores
+    ratio = rest["rest_s"] / per_core
+    print(f"cpu-fig2, 392 cells × 20 epochs (cnn1d, MNIST-1D), {cores} CPU cores")
+    one = chunks["one_cell_s"]
+    print(f"  one cell alone (train(), 1 thread): {one:7.2f} s   392 of them ÷ cores: {floor:.0f} s")
+    print(f"  {chunks['chunks']} chunks back to back (1 core): {chunks['chunks_s']:7.1f} s   ÷ cores: {per_core:.0f} s")
+    print(f"  through REST, POST to completed: {rest['rest_s']:7.1f} s   {rest['status']}, {rest['counts']}")
+    print(f"  REST / (chunks / cores) = {ratio:.2f}: goal ≤ 1.10 {'met' if ratio <= 1.10 else 'NOT met'}; "
+          f"under 5 minutes: {'yes' if rest['rest_s'] < 300 else 'no'}")  # fmt: skip
 
 
 if __name__ == "__main__":

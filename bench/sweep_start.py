@@ -1,15 +1,19 @@
-"""How soon does a sweep start training after ``POST /sweeps``, with the controller's own Ray (one head shared by
-every sweep, the default) and with an embedded Ray per sweep driver (``WDGRID_LOCAL_RAY=false``)? Issue 17, goal 1.
+"""How soon does a sweep start training after ``POST /sweeps``? Issue 17, goal 1. Three modes: ``standby`` (the
+default: the controller's own Ray, one head shared by every sweep, and a driver kept started ahead), ``shared``
+(that Ray, every driver started when its sweep is: ``WDGRID_STANDBY_DRIVER=false``) and ``per-sweep`` (an embedded
+Ray per sweep driver: ``WDGRID_LOCAL_RAY=false``).
 
 Each round starts a controller (``wdgrid serve``, a fresh SQLite store) in one mode, waits until ``/readyz`` says
 its Ray is up, then:
 
+- *at ready*: one small sweep POSTed as soon as ``/readyz`` is ok (a standby driver may still be warming); then
+  the controller idles for 15 s (its memory then, over what the machine used before it started);
 - *first*, *second*: one small sweep (MNIST-1D, the MLP, 4 cells, 2 epochs) after another: seconds from the POST's
   answer to the first cell ``running`` (what the sweep's page shows), and to the sweep's end;
 - *together*: two such sweeps (30 epochs each) POSTed back to back with two sweep slots: when the later one starts,
   when both are done, and whether both had cells running at the same moment (sharing the cores).
 
-Rounds alternate the two modes (A B A B ...); the table gives each figure's median over rounds, and the machine's
+Rounds alternate the modes (A B C C B A ...); the table gives each figure's median over rounds, and the machine's
 memory in use at the peak of *together* over what it was before the controller started.
 
     .venv/bin/python bench/sweep_start.py [--rounds 3]
@@ -43,7 +47,12 @@ SPEC: dict[str, Any] = {
     "seeds": [0],
     "grids": [{"optimizer": "adamw", "lr": [0.001, 0.002], "weight_decay": [0.0, 0.002]}],
 }
-MODES = {"shared": "true", "per-sweep": "false"}
+MODES = {  # the settings that make each mode
+    "standby": {"WDGRID_LOCAL_RAY": "true", "WDGRID_STANDBY_DRIVER": "true"},
+    "shared": {"WDGRID_LOCAL_RAY": "true", "WDGRID_STANDBY_DRIVER": "false"},
+    "per-sweep": {"WDGRID_LOCAL_RAY": "false", "WDGRID_STANDBY_DRIVER": "false"},
+}
+IDLE_S = 15  # after /readyz, before the first POST: what an idle controller holds (the standby warms meanwhile)
 TOGETHER_EPOCHS = 30  # long enough (~10 s of training) that the two sweeps' trials can overlap
 
 
@@ -105,13 +114,17 @@ def _used_mib() -> float:
 def one_round(mode: str, work: Path) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=work))
     token = secrets.token_hex(16)
-    settings = {"WDGRID_LOCAL_RAY": MODES[mode], "WDGRID_MAX_CONCURRENT_SWEEPS": "2", "WDGRID_POLL_S": "0.5"}
+    settings = MODES[mode] | {"WDGRID_MAX_CONCURRENT_SWEEPS": "2", "WDGRID_POLL_S": "0.5"}
     baseline = _used_mib()
     t0 = time.monotonic()
     server = start_server(folder, f"sqlite:///{folder / 'wdgrid.db'}", token, settings=settings)
     out: dict[str, float] = {"serve→ready": time.monotonic() - t0 + _wait_ready(server)}
     try:
         with server.client() as client:
+            sid, t = _submit(client, "at-ready", seed=len(out))  # POSTed the moment /readyz says ok
+            out["at ready: POST→running"] = _follow(client, {sid: t})[sid]["start"]
+            time.sleep(IDLE_S)
+            out["idle memory over before, MiB"] = _used_mib() - baseline
             for label in ("first", "second"):
                 sid, t = _submit(client, label, seed=len(out))
                 times = _follow(client, {sid: t})[sid]
@@ -140,7 +153,7 @@ def main() -> None:
                 print(f"round {i + 1} {mode}: " + ", ".join(f"{k} {v:.1f}" for k, v in results[mode][-1].items()))
     print(f"\nmedian over {args.rounds} rounds, seconds (both running at once: share of rounds)")
     print(f"{'':34} " + " ".join(f"{m:>10}" for m in MODES))
-    for key in results["shared"][0]:
+    for key in next(iter(results.values()))[0]:
         print(f"{key:34} " + " ".join(f"{statistics.median(r[key] for r in results[m]):10.2f}" for m in MODES))
 
 

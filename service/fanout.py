@@ -50,11 +50,20 @@ from results import Storage, SweepRecord, SweepStatus, TransitionError, TrialRec
 from results.export import objective
 from sweeps import cell_time_limit
 
-__all__ = ["ClusterError", "RunOptions", "RunSummary", "holder_dead", "init_ray", "plan_chunks", "run_sweep"]
+__all__ = [
+    "ClusterError",
+    "RunOptions",
+    "RunSummary",
+    "holder_dead",
+    "init_ray",
+    "plan_chunks",
+    "prepare",
+    "run_sweep",
+]
 
 log = logging.getLogger(__name__)
 
-CPU_CELLS_PER_TRIAL: Final = 16  # the CPU's best batched-model size (bench/train_throughput.py)
+CPU_CELLS_PER_TRIAL: Final = 16  # a trial's cells (its batched models: the model's cpu_chunk each, workers.bundle)
 GPU_CELLS_PER_TRIAL: Final = 16  # not measured on a GPU yet: memory grows with K, so stay modest
 TRIALS_PER_SLOT: Final = 2  # at least this many trials per concurrent slot, so the last wave is short
 
@@ -166,6 +175,25 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         # started on this machine (/tmp/ray/ray_current_cluster), even one that is long dead.
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **common)
         log.info("started an embedded Ray")
+
+
+def prepare(address: str | None, options: RunOptions | None = None) -> int:
+    """What the first seconds of a sweep's driver spend, done before it has a sweep (the controller's standby
+    driver, ``wdgrid standby``): join Ray (``init_ray``) and import Ray Tune, the trainable and the result writer.
+    Returns the trial slots a sweep would get now; :class:`ClusterError` when the cluster cannot be joined or no
+    trial fits it.
+
+    Its Ray workers are not warmed: Tune's trial actors do not reuse a driver's idle task workers (measured: a
+    trial started 1 s later, not sooner, after two tasks had imported torch in two workers), so a worker's
+    start-up stays in the first trial's start (~2 s on 2 cores, ``bench/sweep_start.py``)."""
+    init_ray(address)
+    _tune_environment()
+    from ray import tune  # noqa: F401  # imported now, not when the sweep arrives
+
+    from service._result_writer import ResultWriter  # noqa: F401
+    from workers.trainable import train_chunk  # noqa: F401
+
+    return _trial_resources(options or RunOptions())[1]
 
 
 def _tune_environment() -> None:

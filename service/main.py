@@ -3,6 +3,7 @@ scheduler (``service.scheduler``) starts with the app and stops with it."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import socket
@@ -12,9 +13,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
+import fastapi_offline
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -24,7 +27,7 @@ from service.guard import DOCS_ASSETS, Guard
 from service.local_ray import LocalRay
 from service.pages import STATIC, pages, static_files
 from service.routes import router
-from service.scheduler import Scheduler
+from service.scheduler import STANDBY, Scheduler
 from service.schemas import SUBMISSION_TAGS
 from service.settings import API_DB_RETRY_S, Settings
 from sweeps import DataPathError, SpecLimitError, UnknownPresetError
@@ -47,7 +50,8 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         if settings.local_ray and not settings.ray_address and settings.max_concurrent_sweeps > 0:
             local_ray = LocalRay(logs / "ray-head.log")
             local_ray.start()  # returns at once: the scheduler starts no driver before the head is up
-        scheduler = Scheduler(settings, store, log_dir=logs, local_ray=local_ray)
+        standby = STANDBY if settings.standby_driver else None
+        scheduler = Scheduler(settings, store, log_dir=logs, standby=standby, local_ray=local_ray)
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
         app.state.local_ray = local_ray
         scheduler.start()
@@ -67,6 +71,10 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         summary="(α, λ) grid searches for L2 regularization vs decoupled weight decay (Loshchilov & Hutter, 2019)",
         version=_version(),
         lifespan=lifespan,
+    )
+    # Ahead of the assets' mount, which would serve the bundle as shipped.
+    app.router.routes.insert(
+        0, APIRoute(f"{DOCS_ASSETS}/redoc.standalone.js", _redoc_bundle, include_in_schema=False, methods=["GET"])
     )
     app.include_router(router)
     app.include_router(pages)
@@ -224,3 +232,16 @@ def _version() -> str:
     from importlib.metadata import version
 
     return version("wdgrid")
+
+
+@functools.cache
+def _redoc_source() -> bytes:
+    bundle = Path(fastapi_offline.__file__).parent / "static" / "redoc.standalone.js"
+    # The one thing the bundle fetches from the internet: its sidebar's "by Redocly" logo. An empty src fails at
+    # once, without a request (so without an error in the browser's console), and ReDoc drops the image (onError).
+    return bundle.read_bytes().replace(b'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"', b'src:""')
+
+
+def _redoc_bundle() -> Response:
+    """ReDoc's script, as fastapi-offline ships it but for the logo it would load from Redocly's CDN."""
+    return Response(_redoc_source(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600"})

@@ -12,6 +12,11 @@ controller was stopped or killed mid-sweep) gets a new driver first: it takes th
 that were running. Then pending sweeps start while slots are free. Stopping the scheduler kills its drivers' process
 groups; their sweeps stay ``running`` and resume when a controller starts again.
 
+A sweep usually goes to the *standby driver*: one ``wdgrid standby`` process the scheduler keeps started ahead,
+which has imported Ray Tune and joined Ray, and waits for a sweep id on its stdin; a new standby is started as soon
+as one is handed a sweep. Without a live standby (it died, or the Ray it joined was restarted) a driver is started
+the ordinary way.
+
 Drivers join the controller's own Ray (``service.local_ray``; none is started before it is up) or the cluster at
 ``RAY_ADDRESS``; with ``WDGRID_LOCAL_RAY=false`` each starts an embedded Ray of its own, in its process group.
 
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 MAX_START_FAILURES: Final = 3
 MAX_RESTARTS: Final = 5
 DRIVER: Final = (sys.executable, "-m", "service.cli", "drive")
+STANDBY: Final = (sys.executable, "-m", "service.cli", "standby")
 
 
 def _driver_alive(sweep: SweepRecord, now: datetime) -> bool:
@@ -71,19 +77,31 @@ class Scheduler:
         *,
         log_dir: Path,
         driver: Sequence[str] = DRIVER,
+        standby: Sequence[str] | None = None,
         local_ray: LocalRay | None = None,
     ) -> None:
         """``driver``: the command a sweep's driver runs, its id appended (tests give a stand-in process).
-        ``local_ray``: the controller's own Ray, which every driver joins (none: each driver embeds one, or joins
-        the settings' ``ray_address``)."""
+        ``standby``: the command of a driver started ahead of its sweep (``STANDBY``), the log folder appended; it
+        reads the sweep id on stdin (None: every driver starts when its sweep does). ``local_ray``: the
+        controller's own Ray, which every driver joins (none: each driver embeds one, or joins the settings'
+        ``ray_address``)."""
         self.settings, self.store, self.log_dir, self.driver = settings, store, log_dir, tuple(driver)
+        self.standby = None if standby is None else tuple(standby)
         self.local_ray = local_ray
+        self._standby: subprocess.Popen[bytes] | None = None  # the driver kept ready, with the environment it got
+        self._standby_env: dict[str, str] = {}
+        self._standby_failures, self._standby_retry_at = 0, 0.0
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self._failures: dict[int, tuple[int, float]] = {}  # sweep id -> (start failures in a row, retry after)
         self._finished_at_spawn: dict[int, int] = {}  # sweep id -> cells finished when its driver started
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="wdgrid-scheduler", daemon=True)
+
+    @property
+    def standby_pid(self) -> int | None:
+        """The process id of the driver kept ready for the next sweep (None: none right now)."""
+        return None if self._standby is None else self._standby.pid
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +124,7 @@ class Scheduler:
                     os.killpg(child.pid, signal.SIGKILL)
             child.wait(timeout)
         self.children.clear()
+        self._drop_standby()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -140,13 +159,14 @@ class Scheduler:
                 return  # no driver before the Ray it joins is up (looked at again within 0.2 s)
         for sweep in [*orphans, *self._all("pending")]:
             if len(busy) >= self.settings.max_concurrent_sweeps or self._stop.is_set():
-                return
+                break
             if sweep.id in busy:  # its driver is starting (the sweep stays pending until the driver takes it)
                 continue
             if self._failures.get(sweep.id, (0, 0.0))[1] > time.monotonic():
                 continue  # backing off after a failed start; later sweeps may go first meanwhile
             self._spawn(sweep.id)
             busy.add(sweep.id)
+        self._keep_standby()
 
     def _finished(self, sweep_id: int) -> int:
         counts = self.store.status_counts(sweep_id)
@@ -198,11 +218,19 @@ class Scheduler:
             if not page or len(out) >= count:
                 return out
 
-    def _spawn(self, sweep_id: int) -> None:
+    def _environment(self) -> dict[str, str]:
         env = self.settings.driver_environment(os.environ) | {"WDGRID_DATABASE_URL": self.store.url}
         if self.local_ray is not None:
             env |= self.local_ray.driver_environment()
+        return env
+
+    def _spawn(self, sweep_id: int) -> None:
+        env = self._environment()
         self._finished_at_spawn[sweep_id] = self._finished(sweep_id)
+        if (standby := self._hand_over(sweep_id, env)) is not None:
+            self.children[sweep_id] = standby
+            log.info("sweep %d: handed to the standby driver (pid %d)", sweep_id, standby.pid)
+            return
         with (self.log_dir / f"sweep-{sweep_id}.log").open("ab") as out:
             self.children[sweep_id] = subprocess.Popen(
                 [*self.driver, str(sweep_id)],
@@ -213,3 +241,75 @@ class Scheduler:
                 start_new_session=True,  # its own process group: stop() takes it down (and an embedded Ray with it)
             )
         log.info("sweep %d: driver started (pid %d)", sweep_id, self.children[sweep_id].pid)
+
+    # --- The standby driver ------------------------------------------------------------------------------------
+    # A sweep's driver spends its first ~2 s importing Ray Tune and joining Ray. The scheduler keeps one driver that
+    # has done that (``wdgrid standby``) and hands it the next sweep to start.
+
+    def _hand_over(self, sweep_id: int, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+        """Give ``sweep_id`` to the standby driver when it is alive and joined the Ray ``env`` names (a restarted
+        head has a new address and token); None: start a driver the ordinary way."""
+        standby, self._standby = self._standby, None
+        if standby is None:
+            return None
+        if standby.poll() is not None or self._standby_env != env:
+            self._discard(standby)
+            return None
+        assert standby.stdin is not None
+        try:
+            standby.stdin.write(f"{sweep_id}\n".encode())
+            standby.stdin.close()
+        except OSError:  # it died just now
+            self._discard(standby)
+            return None
+        self._standby_failures = 0
+        return standby
+
+    def _keep_standby(self) -> None:
+        """Start a standby driver when there is none: a dead one is replaced after 2, 4, 8 ... times ``poll_s`` (at
+        most a minute) without a sweep handed over meanwhile; one that joined a Ray since restarted, at once."""
+        if self.standby is None or self._stop.is_set() or self.settings.max_concurrent_sweeps < 1:
+            return
+        env = self._environment()
+        if self._standby is not None:
+            if self._standby.poll() is None and self._standby_env == env:
+                return
+            if self._standby.poll() is not None:
+                self._standby_failures += 1
+                delay = min(60.0, self.settings.poll_s * 2**self._standby_failures)
+                self._standby_retry_at = time.monotonic() + delay
+                log.warning(
+                    "the standby driver exited with %s (see %s); next one in %.0f s",
+                    self._standby.returncode,
+                    self.log_dir / "standby.log",
+                    delay,
+                )
+            self._drop_standby()
+        if time.monotonic() < self._standby_retry_at:
+            return
+        with (self.log_dir / "standby.log").open("ab") as out:
+            self._standby = subprocess.Popen(
+                [*self.standby, str(self.log_dir)],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._standby_env = env
+
+    def _drop_standby(self) -> None:
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            self._discard(standby)
+
+    @staticmethod
+    def _discard(child: subprocess.Popen[bytes]) -> None:
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(10)
+        if child.stdin is not None:
+            with contextlib.suppress(OSError):
+                child.stdin.close()

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         description="Without RAY_ADDRESS: one Ray head started and stopped with the controller, that every sweep "
         "joins (true), or an embedded Ray started by each sweep's driver (false: 4-5 s and ~800 MB more per sweep).",
     )
+    standby_driver: bool = Field(
+        default=True,
+        description="Keep one sweep driver started ahead (Ray joined, Ray Tune imported; ~200 MB while idle) and "
+        "hand it the next sweep: its first trial starts ~2.5 s after the POST instead of ~3.8 s.",
+    )
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(default=8000, description="Port the API listens on.")
     max_concurrent_sweeps: Annotated[int, Field(ge=0, le=64)] = Field(

@@ -14,10 +14,11 @@ random numbers inside its forward pass) train one cell after another on the shar
 
 The batched forward pass is the model's own ``batched_forward`` where it has one (``cnn1d`` and ``digits_cnn``: the
 cells side by side as channel groups, so every layer is one grouped convolution or one ``bmm``; ``mlp``: one matmul
-then one ``baddbmm`` per layer), else ``torch.func.vmap`` over ``functional_call``. On the CPU only the explicit form
-pays (``bench/train_throughput.py`` at K = 16: ~2x for cnn1d and mlp, ~1.5x for digits_cnn; vmap over resnet20's
-convolutions runs at half speed), so by default the CPU batches explicit models only.
-``torch.compile`` of either form was measured slower than the eager explicit form here, and is not used.
+then one ``baddbmm`` per layer), else ``torch.func.vmap`` over ``functional_call``. On the CPU only the explicit
+form pays (``bench/train_throughput.py``: ~2.3x for cnn1d in chunks of 8, ~1.7x for mlp and digits_cnn at K = 16;
+vmap over resnet20's convolutions runs at half speed), so by default the CPU batches explicit models only, in chunks
+of the model's ``cpu_chunk`` (else ``CPU_CHUNK``) cells. ``torch.compile`` (inductor) of the batched step was
+measured slower than eager here (``bench/batched_step.py --compile``: 21 against 19 ms per step), and is not used.
 
 Checkpoints: ``on_checkpoint(state)`` receives the whole bundle's state at every epoch boundary and after every
 cell (one at a time) or chunk (batched) finishes — the finished cells' results under ``"done"``, the running unit's
@@ -63,6 +64,7 @@ __all__ = [
     "StackedCells",
     "batchable",
     "check_bundle",
+    "cpu_chunk",
     "finished_cells",
     "train_bundle",
 ]
@@ -76,7 +78,7 @@ class ResumeMismatchError(ValueError):
     """The state passed as ``resume`` was trained another way (batched vs one cell after another)."""
 
 
-CPU_CHUNK = 16  # cells per batched model on a CPU
+CPU_CHUNK = 16  # cells per batched model on a CPU, for models without a ``cpu_chunk`` of their own
 
 ForwardFn = Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], Tensor]
 BundleState = dict[str, Any]
@@ -134,20 +136,38 @@ def batchable(config: TrainingConfig, data: Data) -> str:
     dropout, or vmap cannot run it). Decided by a check on a tiny batch (a copy of the model, in training mode, two
     forward passes compared, then K = 2 stacked copies against the model itself), cached per model, arguments and
     input shape."""
+    return _checked(config, data)[0]
+
+
+def cpu_chunk(config: TrainingConfig, data: Data) -> int:
+    """Cells per batched model on a CPU: the model's own ``cpu_chunk`` where it has one (measured best for it:
+    ``cnn1d``'s is 8), else ``CPU_CHUNK``. Larger bundles train in chunks of this size, one after another."""
+    return _checked(config, data)[1]
+
+
+def _checked(config: TrainingConfig, data: Data) -> tuple[str, int]:
     key = json.dumps([config.model, dict(config.model_args), list(data.input_shape), data.n_classes], sort_keys=True)
     if key not in _BATCHABLE:
         _BATCHABLE[key] = _check_batchable(config.model, dict(config.model_args), data)
     return _BATCHABLE[key]
 
 
-_BATCHABLE: dict[str, str] = {}  # per worker process: the check builds the model once
+_BATCHABLE: dict[str, tuple[str, int]] = {}  # per worker process: the check builds the model once
 
 
-def _check_batchable(name: str, args: dict[str, Any], data: Data) -> str:
+def _check_batchable(name: str, args: dict[str, Any], data: Data) -> tuple[str, int]:
     rng = torch.get_rng_state()  # the check must not move the training's RNG
     try:
         torch.manual_seed(0)
         model = build_model(name, data.input_shape, data.n_classes, **args)
+        chunk = int(getattr(model, "cpu_chunk", CPU_CHUNK))
+        return _how_batchable(name, model, data), max(1, chunk)
+    finally:
+        torch.set_rng_state(rng)
+
+
+def _how_batchable(name: str, model: nn.Module, data: Data) -> str:
+    try:
         if getattr(model, "batched_forward", None) is not None:
             return "explicit"
         x = data.sample(4, torch.float32).cpu()
@@ -164,8 +184,6 @@ def _check_batchable(name: str, args: dict[str, Any], data: Data) -> str:
     except Exception as exc:  # vmap cannot trace every module: then it is not batchable, and that is all
         log.info("model %r cannot be vmapped (%s: %s)", name, type(exc).__name__, exc)
         return "no"
-    finally:
-        torch.set_rng_state(rng)
 
 
 def train_bundle(
@@ -215,9 +233,10 @@ def train_bundle(
         if kind == "no" and len(cfgs) > 1:
             log.info("model %r is not a pure function of weights and input: one cell at a time", cfgs[0].model)
     batched = batched and len(cfgs) > 1
-    # Measured on CPU (bench/train_throughput.py): throughput per cell peaks around K = 8..16 and falls beyond, as the
-    # activations of more cells leave the caches; larger bundles train in chunks of CPU_CHUNK on the shared data.
-    chunk = (CPU_CHUNK if where.type == "cpu" else len(cfgs)) if batched else 1
+    # Measured on CPU (bench/train_throughput.py, bench/batched_step.py): throughput per cell peaks around K = 8..16
+    # and falls beyond, as the activations of more cells leave the caches; larger bundles train in chunks on the
+    # shared data.
+    chunk = (cpu_chunk(cfgs[0], data) if where.type == "cpu" else len(cfgs)) if batched else 1
     mode = "batched" if batched else "sequential"
     done: dict[int, CellResult] = {}
     start, inner = 0, None

@@ -1,6 +1,6 @@
 """``wdgrid`` commands that train on this machine without the controller: ``run`` (a sweep, embedded Ray or a
-cluster, results in the store), ``demo`` (four optimizers, one minute) and the hidden ``drive`` (what the controller
-starts for each running sweep)."""
+cluster, results in the store), ``demo`` (four optimizers, one minute), and the hidden ``drive`` (what the controller
+starts for each running sweep) and ``standby`` (the driver it keeps ready for the next sweep)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import typer
 from service.cli._common import Snapshot, errors_line, fail, first_line, settings_or_fail, shown, watch
 
 if TYPE_CHECKING:
+    from service.fanout import RunOptions
+    from service.settings import Settings
     from sweeps import SweepSpec
 
 app = typer.Typer()
@@ -210,18 +212,64 @@ def plugins() -> None:
 @app.command(hidden=True)
 def drive(sweep_id: Annotated[int, typer.Argument(min=1)]) -> None:
     """Run one stored sweep to its end (the controller starts one such process per running sweep)."""
-    import dataclasses
     import logging
-
-    from results import SqlStorage
-    from service.fanout import ClusterError, run_sweep
 
     settings = settings_or_fail()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _drive(settings, sweep_id)
+
+
+@app.command(hidden=True)
+def standby(log_dir: Annotated[Path, typer.Argument(file_okay=False)]) -> None:
+    """A sweep driver started before its sweep (the controller keeps one ready): joins Ray and imports what a
+    sweep needs, then waits for a sweep id on stdin and drives that sweep like ``drive``, its output from then on
+    appended to LOG_DIR/sweep-ID.log. Exits quietly when stdin closes without an id."""
+    import logging
+    import os
+    import sys
+    import time
+
+    from service.fanout import ClusterError, prepare
+
+    settings = settings_or_fail()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.monotonic()
+    try:
+        slots = prepare(settings.ray_address, _driver_options(settings))
+    except ClusterError as exc:
+        raise fail(str(exc)) from None
+    logging.info(
+        "standby driver %d ready after %.1f s (%d trial slots)", os.getpid(), time.monotonic() - started, slots
+    )
+    line = sys.stdin.readline()
+    if not line:
+        return  # the controller closed our stdin without a sweep: it no longer needs this standby
+    if not line.strip().isdigit() or int(line) < 1:
+        raise fail(f"standby: expected a sweep id on stdin, got {line[:40]!r}")
+    sweep_id = int(line)
+    # From here on this process is the sweep's driver: its output goes where the controller reads a driver's.
+    out = os.open(log_dir / f"sweep-{sweep_id}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    logging.info("standby driver %d takes sweep %d", os.getpid(), sweep_id)
+    _drive(settings, sweep_id)
+
+
+def _driver_options(settings: Settings) -> RunOptions:
+    """A controller's sweep driver runs on its share of the cluster: one of ``max_concurrent_sweeps``."""
+    import dataclasses
+
+    return dataclasses.replace(settings.run_options(), shares=max(1, settings.max_concurrent_sweeps))
+
+
+def _drive(settings: Settings, sweep_id: int) -> None:
+    from results import SqlStorage
+    from service.fanout import ClusterError, run_sweep
+
     with SqlStorage(settings.database_url, retry_s=settings.db_retry_s) as store:
         try:
-            options = dataclasses.replace(settings.run_options(), shares=max(1, settings.max_concurrent_sweeps))
-            summary = run_sweep(store, sweep_id, options, address=settings.ray_address)
+            summary = run_sweep(store, sweep_id, _driver_options(settings), address=settings.ray_address)
         except ClusterError as exc:  # the sweep is untouched; the controller reads this line as its reason
             raise fail(str(exc)) from None
     print(f"sweep {sweep_id} {summary.status}: {summary.counts}")

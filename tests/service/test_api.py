@@ -35,6 +35,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert "Application shutdown complete" in (folder / "serve.log").read_text()
 
 
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -116,6 +120,9 @@ def test_the_openapi_document_describes_the_sweep_body_and_errors(server: Server
 
 
 def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: Server):
+    logs = server.folder / "wdgrid-logs"
+    # The controller keeps a driver started ahead (Ray joined, Tune imported): once it is ready, the sweep goes to it.
+    wait_for(lambda: "ready after" in _read(logs / "standby.log"), 120, "the standby driver")
     with server.client() as c:
         r = c.post("/sweeps", json={"preset": "smoke"}, headers={"Idempotency-Key": "smoke-1"})
         assert r.status_code == 201
@@ -130,10 +137,12 @@ def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: S
         )
         assert done["status"] == "completed" and done["progress"] == 1.0 and done["counts"]["completed"] == 8
         assert done["elapsed_s"] > 0 and done["eta_s"] == 0.0
-        # The driver joined the controller's Ray rather than starting one of its own.
+        # The standby driver took the sweep, and had joined the controller's Ray rather than starting one of its own.
         assert httpx.get(f"{server.url}/readyz").json()["ray"] == "local"
-        driver_log = (server.folder / "wdgrid-logs" / f"sweep-{sweep['id']}.log").read_text()
-        assert "joined the Ray cluster at 127.0.0.1:" in driver_log and "started an embedded Ray" not in driver_log
+        driver_log, standby_log = _read(logs / f"sweep-{sweep['id']}.log"), _read(logs / "standby.log")
+        assert re.search(rf"standby driver (\d+) takes sweep {sweep['id']}\n", driver_log)
+        assert "joined the Ray cluster at 127.0.0.1:" in standby_log
+        assert "started an embedded Ray" not in driver_log + standby_log
         refused = c.post(f"/sweeps/{sweep['id']}/resume")  # nothing failed or was cancelled: nothing to resume
         assert refused.status_code == 409 and "only failed or cancelled sweeps resume" in refused.json()["detail"]
         listed = c.get("/sweeps", params={"status": "completed"}).json()
@@ -387,6 +396,7 @@ def test_the_api_docs_load_nothing_from_elsewhere_and_need_no_token(server: Serv
         for asset in assets:
             r = httpx.get(f"{server.url}{asset}")  # public library code: served without the token
             assert r.status_code == 200 and len(r.content) > 1000, asset
+            assert b"cdn.redoc.ly" not in r.content, asset  # ReDoc's logo from Redocly's CDN: left out
     assert httpx.get(f"{server.url}/docs-assets/../sweeps").status_code in (401, 404)  # no way round the token
 
 

@@ -1,7 +1,8 @@
 """The controller's queue on a real store with real child processes; the driver is a stand-in process (a real
 driver starts Ray, which the API tests cover), so these check only what the scheduler decides: FIFO order, one
 driver per sweep however long it takes to start, stopping kills them, and a driver that cannot start backs off and
-then fails its sweep with the reason."""
+then fails its sweep with the reason; the standby driver is handed the next sweep, replaced when it dies, and
+stopped with the scheduler."""
 
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ DIES_RUNNING = (
     "if os.environ.get('FINISH') and (t := store.claim_trial(sweep, lease_seconds=60)):\n"
     "    store.finish_trial(t.id, t.attempts, 'completed', final=FinalMetrics(test_error=1.0))\n"
     "print('OSError: [Errno 28] No space left on device'); sys.exit(1)\n",
+)
+# A standby: waits for a sweep id on stdin (the log folder is its argument), writes "pid id" to a file, then runs.
+STANDBY = (
+    sys.executable,
+    "-c",
+    "import os, sys, time\n"
+    "line = sys.stdin.readline()\n"
+    "open(os.path.join(sys.argv[1], 'handed'), 'a').write(f'{os.getpid()} {line}')\n"
+    "time.sleep(60)\n",
 )
 BROKEN = (sys.executable, "-c", "import sys; print('wdgrid: cannot join the Ray cluster at head:6380'); sys.exit(1)")
 
@@ -115,3 +125,57 @@ def test_a_driver_that_dies_after_progress_starts_its_count_again(tmp_path: Path
         starts = run_until_failed(store, sweep.id, scheduler)
         assert store.get_sweep(sweep.id).status == "failed"
         assert store.status_counts(sweep.id)["completed"] == 2 and starts == 2 + MAX_RESTARTS - 1
+
+
+def test_the_standby_driver_takes_the_next_sweep_and_another_is_started(tmp_path: Path):
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+        settings = Settings(database_url=store.url, max_concurrent_sweeps=2, poll_s=0.05)
+        scheduler = Scheduler(settings, store, log_dir=tmp_path, driver=SLEEPER, standby=STANDBY)
+        try:
+            scheduler.tick()  # an empty queue: a standby is started for the sweep to come
+            standby = scheduler.standby_pid
+            assert standby is not None and scheduler.children == {}
+            scheduler.tick()
+            assert scheduler.standby_pid == standby  # one standby, not one per look
+            sweep = store.create_sweep(expand(make_spec())).id
+            scheduler.tick()
+            driver = scheduler.children[sweep]
+            assert driver.pid == standby and scheduler.standby_pid not in (None, standby)
+            handed = tmp_path / "handed"
+            deadline = time.monotonic() + 10
+            while not handed.exists() or not handed.read_text().endswith("\n"):
+                assert time.monotonic() < deadline, "the standby never read its sweep id"
+                time.sleep(0.05)
+            assert handed.read_text() == f"{standby} {sweep}\n"
+            processes = [driver, scheduler._standby]
+        finally:
+            scheduler.stop()
+        assert all(p is not None and p.poll() is not None for p in processes)  # the standby stops with the rest
+        assert scheduler.standby_pid is None
+
+
+def test_a_dead_standby_is_replaced_with_back_off_and_its_sweep_gets_an_ordinary_driver(tmp_path: Path):
+    with SqlStorage(f"sqlite:///{tmp_path / 'wdgrid.db'}") as store:
+        settings = Settings(database_url=store.url, max_concurrent_sweeps=1, poll_s=0.05)
+        dies = (sys.executable, "-c", "import sys; print('wdgrid: cannot join the Ray cluster'); sys.exit(1)")
+        scheduler = Scheduler(settings, store, log_dir=tmp_path, driver=SLEEPER, standby=dies)
+        try:
+            started: set[int] = set()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(started) < 4:
+                scheduler.tick()
+                if scheduler.standby_pid is not None:
+                    started.add(scheduler.standby_pid)
+                time.sleep(0.02)
+            # 0.1 + 0.2 + 0.4 s between the starts, not one start per 20 ms look
+            assert len(started) == 4 and time.monotonic() - (deadline - 30) >= 0.7
+            assert "cannot join the Ray cluster" in (tmp_path / "standby.log").read_text()
+            while (pid := scheduler.standby_pid) is None:
+                scheduler.tick()
+                time.sleep(0.02)
+            scheduler._standby.wait(10)  # type: ignore[union-attr]  # the standby has died: the sweep cannot go to it
+            sweep = store.create_sweep(expand(make_spec())).id
+            scheduler.tick()
+            assert scheduler.children[sweep].pid != pid and scheduler.children[sweep].args == [*SLEEPER, str(sweep)]
+        finally:
+            scheduler.stop()

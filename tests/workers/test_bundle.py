@@ -65,12 +65,14 @@ def test_every_built_in_batched_model_gives_each_cell_train_s_numbers(dataset, m
 
 
 def test_float32_cells_agree_to_single_precision():
-    # at moderate α; at large α (0.2 here) float32 rounding differences grow to ~1 % within two epochs
+    # float32 sums in another order batched (channels-last BatchNorm and convolutions) than alone, and training
+    # amplifies the rounding with α: after two epochs ~1e-9 relative at α = 0.01, 3e-5 at 0.02, 2.5e-3 at 0.05 and
+    # ~1 % at 0.2. (In float64 the numbers agree to 1e-10: the tests above.)
     configs = [
         BASE | {"precision": "float32", "optimizer": "sgdw", "lr": lr, "weight_decay": 1e-3} for lr in (0.02, 0.05)
     ]
     for b, a in zip(train_bundle(configs, batched=True), [train(c) for c in configs], strict=True):
-        assert b.history[-1].test_loss == pytest.approx(a.history[-1].test_loss, rel=1e-3)
+        assert b.history[-1].test_loss == pytest.approx(a.history[-1].test_loss, rel=5e-3)
 
 
 def test_a_diverging_cell_leaves_the_others_untouched():
@@ -122,10 +124,10 @@ def test_big_bundles_train_in_chunks_with_the_same_results(monkeypatch):
 
     configs = [BASE | {"optimizer": "adamw", "lr": lr, "weight_decay": 1e-3} for lr in (1e-3, 2e-3, 4e-3)]
     whole = train_bundle(configs, batched=True)
-    monkeypatch.setattr(bundle, "CPU_CHUNK", 2)
+    monkeypatch.setattr(bundle, "cpu_chunk", lambda config, data: 2)
     seen: list[int] = []
     chunked = train_bundle(configs, on_epoch=lambda i, m: seen.append(i), batched=True)
-    assert sorted(seen) == [0, 0, 1, 1, 2, 2]
+    assert seen == [0, 1, 0, 1, 2, 2]  # cells 0 and 1 for two epochs, then cell 2
     for w, c in zip(whole, chunked, strict=True):
         assert c.history[-1].test_loss == pytest.approx(w.history[-1].test_loss, rel=1e-12)
 
@@ -165,3 +167,21 @@ def test_a_checkpoint_of_another_mode_is_refused():
     train_bundle(configs, batched=True, on_checkpoint=lambda s: states.append({**s, "inner": None}))
     with pytest.raises(ValueError, match="batched, not sequential"):
         train_bundle(configs, batched=False, resume=states[0])
+
+
+def test_a_model_can_set_its_own_cpu_chunk():
+    from sweeps import TrainingConfig
+    from workers.bundle import CPU_CHUNK, cpu_chunk
+    from workers.train import load_data, resolve_device
+
+    data = load_data(
+        TrainingConfig.from_dict(BASE | {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0}), resolve_device("cpu")
+    )
+    for model, chunk in (("cnn1d", 8), ("mlp", CPU_CHUNK)):  # cnn1d's measured best; mlp has none of its own
+        assert (
+            cpu_chunk(
+                TrainingConfig.from_dict(BASE | {"model": model, "optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0}),
+                data,
+            )
+            == chunk
+        )
