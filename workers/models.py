@@ -94,8 +94,9 @@ def _batched_batch_norm(
 class CNN1d(nn.Module):
     """Three Conv1d(k=5, 16 channels) + BatchNorm + ReLU layers (the last two with stride 2), then a linear head."""
 
-    # Cells per batched model on a CPU (``workers.bundle.cpu_chunk``): bench/batched_step.py on one core, 1.2-1.3 ms
-    # per cell and step at K = 8 against 1.45 at 16 (8 cells' activations stay in the caches), 2.1 at 4.
+    # Cells per batched model on a CPU (``workers.bundle.cpu_chunk``). bench/batched_step.py on one core, four pairs
+    # of runs alternating K = 16 and K = 8: 1.32 ms per cell and step at 8 against 1.39 at 16 on average (single runs
+    # vary by ±30 % on the development machine, so the edge is small), and half the activations' memory.
     cpu_chunk: Final = 8
 
     def __init__(self, length: int, n_classes: int, channels: int = 16) -> None:
