@@ -30,7 +30,7 @@ from results._records import (
     TrialRecord,
     TrialStatus,
 )
-from results._sql import DEFAULT_URL, MIGRATIONS, SqlStorage, upgrade
+from results._sql import DEFAULT_URL, MIGRATIONS, SqlStorage, transient, upgrade
 from results.grids import cell_stats, epochs_frame, grid_csv, grid_frame, seed_grids, trials_frame
 from results.separability import Comparison, Separability, analyze, compare, report
 
@@ -66,6 +66,7 @@ __all__ = [
     "grid_frame",
     "report",
     "seed_grids",
+    "transient",
     "trials_frame",
     "upgrade",
 ]

@@ -155,9 +155,12 @@ class ResultWriter(tune.Callback):
             log.info("sweep %d: trial %d not finished: %s", self.sweep_id, trial_id, exc)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        running = self._running(self._chunk(trial))
+        if not running:
+            return  # every cell of it has a result (a hung step's worker ends so): Tune's restart retries no cell
         error = _error_text(trial)
         self.progress.retries += 1
-        for trial_id in self._running(self._chunk(trial)):
+        for trial_id in running:
             try:
                 record = self.store.retry_trial(
                     trial_id, self.progress.attempt[trial_id], error=error, lease_seconds=self.lease.seconds

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from results import Storage, SweepRecord, SweepStatus, TransitionError, TrialRecord, TrialStatus
+from results import Storage, SweepRecord, SweepStatus, TransitionError, TrialRecord, TrialStatus, transient
 from results.export import objective
-from sweeps import cell_time_limit
+from sweeps import HANG_GRACE_S, cell_time_limit
 
 __all__ = [
     "ClusterError",
@@ -91,6 +91,8 @@ class RunOptions:
             under the system's temporary directory.
         data_dir: where workers find data sets (None: their default, ``~/.cache/wdgrid/data``).
         keep_tune_dir: keep Tune's folder after the run (it holds only checkpoints; results are in the store).
+        hang_grace_s: seconds a training step may run past its cell's time limit before its worker process is
+            ended and the chunk's unfinished cells fail (``workers.trainable``; a step stuck in native code).
     """
 
     cpus_per_trial: float = 1.0
@@ -106,10 +108,11 @@ class RunOptions:
     storage_path: str | None = None
     data_dir: str | None = None
     keep_tune_dir: bool = False
+    hang_grace_s: float = HANG_GRACE_S
 
     def __post_init__(self) -> None:
         positive = {"cpus_per_trial": self.cpus_per_trial, "lease_seconds": self.lease_seconds}
-        positive["heartbeat_s"] = self.heartbeat_s
+        positive |= {"heartbeat_s": self.heartbeat_s, "hang_grace_s": self.hang_grace_s}
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
@@ -311,6 +314,7 @@ def run_sweep(
                 "data_dir": o.data_dir,
                 "checkpoint_interval_s": o.checkpoint_interval_s,
                 "time_limit_s": cell_time_limit(sweep.spec),
+                "hang_grace_s": o.hang_grace_s,
                 "resume_from": origin,
             }
             for (key, chunk), origin in zip(keyed.items(), origins, strict=True)
@@ -359,8 +363,12 @@ def run_sweep(
             writer.stopping,
             trials=len(chunks),
         )
-    except BaseException:
-        # Ctrl-C or an error of the driver itself: unfinished cells are cancelled, never left running.
+    except BaseException as exc:
+        # Ctrl-C or an error of the driver itself: unfinished cells are cancelled, never left running. Not when the
+        # store is what failed (unreachable, or its disk full, past the retries): it could not take the cancel either,
+        # and the sweep is for the next driver to continue (the controller restarts one; `wdgrid run` resumes it).
+        if transient(exc):
+            raise
         current = store.get_sweep(sweep_id)
         if current.driver == driver_id and current.status in ("pending", "running"):
             store.cancel_sweep(sweep_id)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from results import ConflictError, NotFoundError, SqlStorage, TransitionError
 from service.deps import SettingsDep, StoreDep
+from service.disk import full_disks, written_folders
 from service.guard import DOCS_ASSETS, Guard
 from service.local_ray import LocalRay
 from service.pages import STATIC, pages, static_files
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
         standby = STANDBY if settings.standby_driver else None
         scheduler = Scheduler(settings, store, log_dir=logs, standby=standby, local_ray=local_ray)
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
-        app.state.local_ray = local_ray
+        app.state.local_ray, app.state.log_dir = local_ray, logs
         scheduler.start()
         try:
             yield
@@ -89,14 +90,17 @@ def create_app(settings: Settings | None = None, *, log_dir: Path | None = None)
 
     @app.get("/readyz", tags=["health"])
     def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> JSONResponse:
-        """The database answers, and the Ray that sweeps run on is up: the cluster's head (RAY_ADDRESS) accepts
-        connections, or the controller's own Ray has started (``starting`` meanwhile: sweeps queue)."""
+        """The database answers, the disks the service writes to have room (``WDGRID_MIN_FREE_DISK_MIB``), and
+        the Ray that sweeps run on is up: the cluster's head (RAY_ADDRESS) accepts connections, or the controller's
+        own Ray has started (``starting`` meanwhile: sweeps queue)."""
         checks: dict[str, str] = {}
         try:
             store.ping()
             checks["database"] = "ok"
         except Exception as exc:  # any failure is "not ready"; the kind of failure, never the server's address
             checks["database"] = f"unavailable ({type(exc).__name__})"
+        full = full_disks(written_folders(settings, request.app.state.log_dir), settings.min_free_disk_mib)
+        checks["disk"] = f"full ({'; '.join(full)})" if full else "ok"
         local_ray: LocalRay | None = request.app.state.local_ray
         if local_ray is not None:
             checks["ray"] = "local" if local_ray.ready() else "down" if local_ray.down else "starting"

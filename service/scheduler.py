@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Final
 
 from results import Storage, SweepRecord, TransitionError
+from service.disk import full_disks, written_folders
 from service.fanout import holder_dead  # light: imports neither torch nor Ray until a sweep runs
 from service.local_ray import LocalRay
 from service.settings import Settings
@@ -94,6 +95,7 @@ class Scheduler:
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self._failures: dict[int, tuple[int, float]] = {}  # sweep id -> (start failures in a row, retry after)
         self._finished_at_spawn: dict[int, int] = {}  # sweep id -> cells finished when its driver started
+        self._failing: dict[int, str] = {}  # sweep id -> why it fails, until the store takes the write (a full disk)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="wdgrid-scheduler", daemon=True)
@@ -138,6 +140,7 @@ class Scheduler:
 
     def tick(self) -> None:
         """One look at the queue: forget exited drivers, resume orphaned running sweeps, start pending ones."""
+        self._mark_failing()
         for sweep_id, child in list(self.children.items()):
             if child.poll() is not None:
                 log.info("driver of sweep %d exited with %s", sweep_id, child.returncode)
@@ -147,7 +150,7 @@ class Scheduler:
         busy = set(self.children)
         orphans = []
         for sweep in self._all("running"):
-            if sweep.id in busy:
+            if sweep.id in busy or sweep.id in self._failing:
                 continue
             if _driver_alive(sweep, now):
                 busy.add(sweep.id)  # driven elsewhere: it still takes a slot
@@ -160,7 +163,7 @@ class Scheduler:
         for sweep in [*orphans, *self._all("pending")]:
             if len(busy) >= self.settings.max_concurrent_sweeps or self._stop.is_set():
                 break
-            if sweep.id in busy:  # its driver is starting (the sweep stays pending until the driver takes it)
+            if sweep.id in busy or sweep.id in self._failing:  # its driver is starting; or given up on
                 continue
             if self._failures.get(sweep.id, (0, 0.0))[1] > time.monotonic():
                 continue  # backing off after a failed start; later sweeps may go first meanwhile
@@ -198,9 +201,24 @@ class Scheduler:
                 f"its driver exited {failures} times in a row without finishing a cell (exit {code}): "
                 f"{self._last_line(sweep_id)}"
             )
+        if full := full_disks(written_folders(self.settings, self.log_dir), self.settings.min_free_disk_mib):
+            why += f"; the disk is full ({', '.join(full)})"
         log.error("sweep %d: %s", sweep_id, why)
-        with contextlib.suppress(TransitionError):  # cancelled meanwhile: leave it
-            self.store.set_sweep_status(sweep_id, "failed", error=why)
+        self._failing[sweep_id] = why
+        self._mark_failing()
+
+    def _mark_failing(self) -> None:
+        """Fail the sweeps given up on. A store that cannot take the write (a full disk, a database still down)
+        leaves them here: no driver is started for them, and the write is tried again on the next tick."""
+        for sweep_id, why in list(self._failing.items()):
+            try:
+                self.store.set_sweep_status(sweep_id, "failed", error=why)
+            except TransitionError:
+                pass  # cancelled meanwhile: leave it
+            except Exception as exc:
+                log.warning("sweep %d: cannot mark it failed yet (%s); trying again", sweep_id, type(exc).__name__)
+                continue
+            del self._failing[sweep_id]
 
     def _last_line(self, sweep_id: int) -> str:
         path = self.log_dir / f"sweep-{sweep_id}.log"

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         description="Seconds a sweep's driver rides out an unreachable database (retrying with back-off) before it "
         "gives up and the controller restarts it; the API waits at most API_DB_RETRY_S, then answers 503.",
     )
+    min_free_disk_mib: Annotated[float, Field(ge=0, le=2**20)] = Field(
+        default=64.0,
+        description="Free space (MiB) below which the disk holding the SQLite store, the driver logs or the "
+        "checkpoints counts as full: /readyz answers 503, and a sweep whose driver keeps failing says why.",
+    )
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 2**20)] = Field(
         default=2**20, description="Longest request body accepted, in bytes (a longer one is a 413 before parsing)."
     )
@@ -139,6 +144,7 @@ class Settings(BaseSettings):
             "WDGRID_DATA_DIR": self.data_dir,
             "WDGRID_MAX_CONCURRENT_SWEEPS": self.max_concurrent_sweeps,  # the share of the cluster a driver takes
             "WDGRID_TUNE_DIR": self.tune_dir,
+            "WDGRID_DB_RETRY_S": self.db_retry_s,  # the driver's to use: set on the controller, it must reach it
             "RAY_ADDRESS": self.ray_address,
             "WDGRID_CPUS_PER_TRIAL": self.cpus_per_trial,
             "WDGRID_GPUS_PER_TRIAL": self.gpus_per_trial,

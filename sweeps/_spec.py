@@ -151,6 +151,7 @@ MAX_RESTARTS: Final = 10_000
 MAX_BATCH: Final = 1 << 20
 MAX_CELL_TIME_S: Final = 30 * 24 * 3600.0  # a month
 EPOCH_TIME_S: Final = 3600.0  # the default time limit of a cell: this per epoch
+HANG_GRACE_S: Final = 60.0  # a training step still running this long past its cell's time limit has its worker ended
 MAX_ARGS_BYTES: Final = 4096
 
 

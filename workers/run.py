@@ -23,6 +23,7 @@ __all__ = [
     "RunStatus",
     "StopTraining",
     "TimeLimitExceeded",
+    "TrainingDeadline",
     "build_schedule",
     "load_data",
     "resolve_device",
@@ -38,6 +39,22 @@ class StopTraining(Exception):
 
 class TimeLimitExceeded(StopTraining):
     """The cell trained longer than its time limit: it ends with status ``timed_out`` (a failure, not retried)."""
+
+
+class TrainingDeadline:
+    """When the training running in this process must stop (``time.perf_counter`` seconds; inf: no training, or no
+    limit). The loops check their time limit between steps and publish it here while they train, so that a watchdog
+    thread (``workers.trainable``) can end a step that never returns to be checked: one stuck in native code."""
+
+    at: float = math.inf
+
+    @classmethod
+    def set(cls, at: float) -> None:
+        cls.at = at
+
+    @classmethod
+    def clear(cls) -> None:
+        cls.at = math.inf
 
 
 def time_limit_error(limit_s: float) -> str:

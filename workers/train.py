@@ -44,6 +44,7 @@ from workers.run import (
     RunStatus,
     StopTraining,
     TimeLimitExceeded,
+    TrainingDeadline,
     build_schedule,
     load_data,
     resolve_device,
@@ -231,6 +232,7 @@ def train_cells(
     deadline = math.inf if time_limit_s is None else started + time_limit_s - wall_before
     check_each_step = device.type == "cpu"  # a host sync per step costs nothing on CPU; on GPU check per epoch
     n_seen = min(data.n_train, steps_per_epoch(data.n_train, cfg.batch_size) * cfg.batch_size)
+    TrainingDeadline.set(deadline)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             cells.train(True)
@@ -298,6 +300,8 @@ def train_cells(
     except StopTraining as stop:
         end: RunStatus = "timed_out" if isinstance(stop, TimeLimitExceeded) else "stopped"
         status = [end if s == "completed" else s for s in status]
+    finally:
+        TrainingDeadline.clear()
 
     wall = wall_before + time.perf_counter() - started
     error = None if time_limit_s is None else time_limit_error(time_limit_s)

@@ -15,6 +15,14 @@ Checkpoints: the bundle's state goes into a ``tune.Checkpoint`` at most every ``
 continues from it, and the first report repeats the running cells' history up to the checkpoint, so the new attempt's
 epochs in the store are complete (identical values: training is deterministic on the CPU).
 
+A step that never returns (stuck in native code, or simply far longer than the cell's time limit) cannot be ended by
+the loops' check between steps. While a chunk trains with a time limit, a watchdog thread watches the running
+training's deadline (``workers.run.TrainingDeadline``): ``hang_grace_s`` seconds past it (default 60) it reports every
+cell of the chunk not yet finished as ``timed_out`` with :func:`hang_error`, with a checkpoint that holds only
+``hung.json``, and once the report has left it ends this worker process: nothing else stops the step. Tune restarts
+the trial from that checkpoint in a fresh process, where the chunk sees the mark and returns at once (a step that hung
+once would hang again); the driver, which has every cell's result, counts no retry.
+
 Each checkpoint also holds ``cells.json``: the chunk's store trial ids in cell order and the indices of the cells it
 holds as done. A driver that was killed leaves its checkpoints behind; the next driver of the sweep finds them
 (``service.fanout``), and a chunk whose ``resume_from`` names one starts from it when Tune has no checkpoint of its
@@ -30,6 +38,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -39,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ray import tune
 
-from sweeps import PluginKind, installed
+from sweeps import HANG_GRACE_S, PluginKind, installed
 
 if TYPE_CHECKING:
     from workers.bundle import BundleState
@@ -49,10 +58,12 @@ if TYPE_CHECKING:
 # imports this module only to hand train_chunk to Tune, and importing torch there would delay every sweep's start by
 # 2-3 s (bench/sweep_start.py).
 
-__all__ = ["CELLS_FILE", "CHECKPOINT_FILE", "provenance", "train_chunk"]
+__all__ = ["CELLS_FILE", "CHECKPOINT_FILE", "hang_error", "provenance", "train_chunk"]
 
 CHECKPOINT_FILE: Final = "bundle.pt"
 CELLS_FILE: Final = "cells.json"
+HUNG_FILE: Final = "hung.json"
+_REPORT_WAIT_S: Final = 60.0  # the most a hung chunk's worker waits for its report to be taken before it exits
 
 log = logging.getLogger(__name__)
 _PACKAGES: Final = ("wdgrid", "torch", "numpy", "ray")
@@ -118,12 +129,48 @@ def _running_history(state: BundleState) -> list[list[Any]]:
     return [[start + j, m] for j, history in enumerate(inner["histories"]) for m in history]
 
 
+def hang_error(limit_s: float, grace_s: float) -> str:
+    """What the cells of a chunk whose step did not return say: one line."""
+    return (
+        f"a training step did not return {grace_s:g} s after the cell's time limit of {limit_s:g} s (the spec's "
+        "cell_time_limit_s): its worker process was ended; the chunk's unfinished cells end with it (resuming the "
+        "sweep trains them again)"
+    )
+
+
+def _watch(grace_s: float, done: threading.Event, hung: Any) -> None:
+    """Until ``done``: once the running training is ``grace_s`` past its deadline, report ``hung()`` and end the
+    process (see the module docstring)."""
+
+    from workers.run import TrainingDeadline  # torch: on a worker only (see below)
+
+    def watch() -> None:
+        while time.perf_counter() <= TrainingDeadline.at + grace_s:
+            if done.wait(min(1.0, grace_s / 4)):
+                return
+        log.error("a training step did not return %.0f s after its time limit: ending this worker", grace_s)
+        message = hung()
+        with tempfile.TemporaryDirectory(prefix="wdgrid-hung-") as folder:
+            (Path(folder) / HUNG_FILE).write_text(json.dumps({"error": message["finished"][0][1]["error"]}))
+            # tune.report returns once Tune asks the trial to go on (it took the report); if it never does (the
+            # sweep is stopping), exit all the same.
+            reporter = threading.Thread(
+                target=tune.report, args=(message,), kwargs={"checkpoint": tune.Checkpoint.from_directory(folder)}
+            )
+            reporter.start()
+            reporter.join(_REPORT_WAIT_S)
+        os._exit(70)  # EX_SOFTWARE: nothing else stops a step that does not return
+
+    threading.Thread(target=watch, name="wdgrid-step-watchdog", daemon=True).start()
+
+
 def train_chunk(config: dict[str, Any]) -> None:
     """Ray Tune function trainable. ``config["chunk"]``: ``cells`` (a list of ``{"trial_id", "config"}``, the
     config being the store's resolved training config), ``batched`` (None: ``train_bundle``'s default), ``threads``
     (torch's intra-op threads: the trial's CPUs), ``data_dir`` (None: the worker's default), ``time_limit_s``
-    (seconds each cell, or batched chunk of cells, may train; None: no limit), ``checkpoint_interval_s`` and
-    ``resume_from`` (None, or the folder of a checkpoint an earlier driver left for exactly these cells)."""
+    (seconds each cell, or batched chunk of cells, may train; None: no limit), ``hang_grace_s`` (see the module
+    docstring; None: ``HANG_GRACE_S``), ``checkpoint_interval_s`` and ``resume_from`` (None, or the folder of a
+    checkpoint an earlier driver left for exactly these cells)."""
     import torch
 
     from workers.bundle import ResumeMismatchError, train_bundle
@@ -142,19 +189,24 @@ def train_chunk(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
+            if (Path(folder) / HUNG_FILE).exists():
+                return  # this chunk's step hung; its cells were reported (see the module docstring)
             resume = _load(folder)
     elif chunk.get("resume_from"):  # left by a driver that was killed: see the module docstring
         try:
             resume = _load(chunk["resume_from"])
         except Exception as exc:  # truncated by the kill, or gone: start over rather than fail the cells
             log.warning("not resuming from %s: %s", chunk["resume_from"], exc)
+    last: dict[int, dict[str, Any]] = {}  # each cell's latest epoch, for a hung report
     if resume is not None:
         epochs += _running_history(resume)
+        last |= {int(i): m for i, m in epochs}
         reported |= {int(i) for i in resume["done"]}  # reported by the attempt that wrote the checkpoint
     last_saved = time.monotonic()
 
     def on_epoch(i: int, m: EpochMetrics) -> None:
         epochs.append([i, asdict(m)])
+        last[i] = epochs[-1][1]
 
     def payload(state: BundleState) -> dict[str, Any]:
         finished = []
@@ -190,6 +242,17 @@ def train_chunk(config: dict[str, Any]) -> None:
             tune.report(message, checkpoint=tune.Checkpoint.from_directory(folder))
         last_saved = time.monotonic()
 
+    def hung() -> dict[str, Any]:
+        limit, grace = float(chunk["time_limit_s"]), float(chunk.get("hang_grace_s") or HANG_GRACE_S)
+        finished = []
+        for i in range(len(configs)):
+            if i not in reported:
+                m = last.get(i)
+                result = {"status": "timed_out", "wall_time_s": m and m["wall_time_s"], "device": None}
+                result |= {"diverged_at_epoch": None, "error": hang_error(limit, grace)}
+                finished.append([i, result | {"epochs_done": m["epoch"] if m else 0, "last": m}])
+        return {"epochs": list(epochs), "finished": finished, "where": where}
+
     def run(resume: BundleState | None) -> None:
         train_bundle(
             configs,
@@ -201,6 +264,9 @@ def train_chunk(config: dict[str, Any]) -> None:
             time_limit_s=chunk.get("time_limit_s"),
         )
 
+    done = threading.Event()
+    if chunk.get("time_limit_s") is not None:
+        _watch(float(chunk.get("hang_grace_s") or HANG_GRACE_S), done, hung)
     try:
         run(resume)
     except ResumeMismatchError as exc:
@@ -209,4 +275,7 @@ def train_chunk(config: dict[str, Any]) -> None:
         log.warning("not resuming from %s: %s", chunk["resume_from"], exc)  # an earlier driver's other options
         epochs.clear()
         reported.clear()
+        last.clear()
         run(None)
+    finally:
+        done.set()  # this actor may train the next chunk: its watchdog is that chunk's

@@ -51,6 +51,7 @@ from workers.run import (
     RunStatus,
     StopTraining,
     TimeLimitExceeded,
+    TrainingDeadline,
     build_schedule,
     load_data,
     time_limit_error,
@@ -223,6 +224,7 @@ def run_trainer(
     ctx = TrainerContext(config, device, data_dir, shared, on_epoch, on_checkpoint, resume, time_limit_s)
     status: RunStatus = "completed"
     diverged_at, error = None, None
+    TrainingDeadline.set(ctx._deadline)
     try:
         trainer(config, ctx)
     except _Diverged:
@@ -231,6 +233,8 @@ def run_trainer(
         status, error = "timed_out", time_limit_error(time_limit_s or 0.0)
     except StopTraining:
         status = "stopped"
+    finally:
+        TrainingDeadline.clear()
     if status == "completed" and ctx.epoch < config.epochs:
         raise TrainerError(
             f"trainer {config.trainer!r} returned after {ctx.epoch} of {config.epochs} epochs: report every epoch"

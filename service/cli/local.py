@@ -264,7 +264,9 @@ def _driver_options(settings: Settings) -> RunOptions:
 
 
 def _drive(settings: Settings, sweep_id: int) -> None:
-    from results import SqlStorage
+    import logging
+
+    from results import SqlStorage, transient
     from service.fanout import ClusterError, run_sweep
 
     with SqlStorage(settings.database_url, retry_s=settings.db_retry_s) as store:
@@ -272,4 +274,12 @@ def _drive(settings: Settings, sweep_id: int) -> None:
             summary = run_sweep(store, sweep_id, _driver_options(settings), address=settings.ray_address)
         except ClusterError as exc:  # the sweep is untouched; the controller reads this line as its reason
             raise fail(str(exc)) from None
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            # The store failed past its retries (unreachable, or its disk full): one line the controller shows as
+            # the reason if it gives up restarting this driver (the traceback is above it in this log).
+            logging.getLogger(__name__).exception("the results store failed")
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+            raise fail(f"the results store failed for {settings.db_retry_s:g} s: {reason}") from None
     print(f"sweep {sweep_id} {summary.status}: {summary.counts}")

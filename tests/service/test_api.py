@@ -51,7 +51,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 def test_health_is_open_and_everything_else_needs_the_token(server: Server):
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz")
-    assert ready.status_code == 200 and ready.json()["database"] == "ok"
+    assert ready.status_code == 200 and ready.json()["database"] == "ok" and ready.json()["disk"] == "ok"
     assert ready.json()["ray"] in ("starting", "local")  # the controller's own Ray, up within seconds
     assert httpx.get(f"{server.url}/sweeps").status_code == 401
     assert httpx.get(f"{server.url}/sweeps", headers={"Authorization": "Bearer wrong"}).status_code == 401

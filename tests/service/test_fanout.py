@@ -20,7 +20,7 @@ from ray import tune
 from results import FinalMetrics, SqlStorage, Storage, TrialRecord
 from service.fanout import RunOptions, init_ray, plan_chunks, run_sweep
 from sweeps import SweepSpec, expand
-from tests.factories import epoch_record, make_spec
+from tests.factories import epoch_record, make_spec, write_cifar
 from workers.train import train
 
 FAST = RunOptions(checkpoint_interval_s=0, heartbeat_s=0.5, lease_seconds=30)
@@ -231,6 +231,48 @@ def test_a_cell_past_its_time_limit_fails_once_with_the_reason_and_is_not_retrie
         assert (t.status, t.attempts) == ("failed", 1)
         assert t.error is not None and "stopped after 2 s of training" in t.error and "cell_time_limit_s" in t.error
     assert store.get_sweep(sweep.id).status == "failed"
+
+
+def test_a_step_that_does_not_return_ends_its_worker_and_fails_its_chunk_once(store: Storage, tmp_path: Path):
+    # One step of the 26 2x96d Shake-Shake network on 64 CIFAR images takes 15-50 s on one CPU thread: far past a
+    # 1 s time limit, which the check between steps cannot enforce while the step runs (as with a step stuck in native
+    # code). The watchdog ends the worker 2 s past the limit; the chunk's second cell, never started, fails with it.
+    write_cifar(tmp_path, per_file=13)
+    grids = [{"optimizer": "sgdw", "lr": [0.1, 0.05], "weight_decay": [0.0]}]
+    model = {"dataset": "cifar10", "model": "shake_shake_26_2x96d", "batch_size": 64}
+    spec = make_spec(**model, epochs=1, seeds=[0], grids=grids, cell_time_limit_s=1.0)
+    sweep = store.create_sweep(expand(spec))
+    options = RunOptions(
+        checkpoint_interval_s=0,
+        heartbeat_s=0.5,
+        lease_seconds=30,
+        data_dir=str(tmp_path),
+        hang_grace_s=2.0,
+        cells_per_trial=2,
+        max_concurrent_trials=1,
+    )
+    started = time.monotonic()
+    summary = run_sweep(store, sweep.id, options)
+    assert time.monotonic() - started < 120
+    assert summary.retries == 0  # stopped, not restarted: a retry would hang the same way
+    trials = all_trials(store, sweep.id)
+    assert [(t.status, t.attempts) for t in trials] == [("failed", 1), ("failed", 1)]
+    for t in trials:
+        assert t.error is not None and "did not return 2 s after the cell's time limit of 1 s" in t.error
+    (attempt,) = store.attempts(trials[0].id)
+    assert attempt.pid is not None
+    deadline = time.monotonic() + 30
+    while _alive(attempt.pid):  # the worker process itself was ended, not left computing beside the next trial
+        assert time.monotonic() < deadline, "the hung worker process is still alive"
+        time.sleep(0.5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_an_exception_in_training_is_retried_then_the_cells_fail(store: Storage, tmp_path: Path, monkeypatch):

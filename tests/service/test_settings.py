@@ -84,6 +84,7 @@ def test_a_sweep_driver_gets_every_setting_it_reads_and_not_the_api_token():
         database_url="sqlite:///x.db",
         cpus_per_trial=2,
         tune_dir=Path("/shared/tune"),
+        db_retry_s=7,
         api_token="t" * 16,  # type: ignore[arg-type]
         host="0.0.0.0",
     )
@@ -92,3 +93,4 @@ def test_a_sweep_driver_gets_every_setting_it_reads_and_not_the_api_token():
     assert "WDGRID_API_TOKEN" not in env and "WDGRID_HOST" not in env
     options = Settings(**{k.removeprefix("WDGRID_").lower(): v for k, v in env.items() if k.startswith("WDGRID_")})  # type: ignore[arg-type]
     assert options.run_options().cpus_per_trial == 2.0 and options.run_options().storage_path == "/shared/tune"
+    assert options.db_retry_s == 7  # the driver rides out an outage as long as the controller was told
