@@ -12,7 +12,8 @@ through four ways of running it, each in a fresh process:
 
 ``--fig2-rest`` (issue 17, goal 2) instead runs the 392-cell cpu-fig2 preset through a real ``wdgrid serve`` (POST
 to completed) and the same chunks its driver plans, back to back in one process on one core, with one cell's time
-alone as the machine's speed that day.
+alone as the machine's speed that day; then where the REST run's CPU time went (trials, driver, controller, Ray,
+idle), and the chunks split over two processes at once without Ray (on 2 cores).
 
 Every Ray mode starts its own embedded Ray with this machine's CPUs and 1 CPU per trial; ``end to end`` counts from
 before ``ray.init`` to the end, ``fit`` only the fitting. Goals (issue 6): the runner within 1.15 × floor / cores
@@ -170,9 +171,11 @@ def run_cpu_fig2(store_dir: str) -> dict[str, Any]:
     }
 
 
-def run_fig2_chunks() -> dict[str, Any]:
+def run_fig2_chunks(part: int | None = None) -> dict[str, Any]:
     """cpu-fig2's cells in the chunks the service's driver plans for them on this machine (``plan_chunks`` with a
-    slot per core), trained back to back with ``train_bundle`` in one process on one core: the work without Ray."""
+    slot per core), trained back to back with ``train_bundle`` in one process on one core: the work without Ray.
+    ``part`` (0 or 1): only every other chunk from that one on, without the one-cell baseline (two such processes at
+    once: the work on two cores, still without Ray)."""
     import torch
 
     from results import SqlStorage
@@ -188,6 +191,11 @@ def run_fig2_chunks() -> dict[str, Any]:
         chunks = plan_chunks(pending, slots=os.cpu_count() or 1, max_cells=CPU_CELLS_PER_TRIAL)
     configs = [[TrainingConfig.from_dict(t.config) for t in chunk] for chunk in chunks]
     data = load_data(configs[0][0], resolve_device("cpu"))
+    if part is not None:
+        start = time.perf_counter()
+        for chunk in configs[part::2]:
+            train_bundle(chunk, device="cpu", data=data)
+        return {"half_s": time.perf_counter() - start}
     one = [train(configs[0][0], device="cpu", data=data).wall_time_s for _ in range(2)]  # the machine's speed today
     start = time.perf_counter()
     for chunk in configs:
@@ -195,9 +203,40 @@ def run_fig2_chunks() -> dict[str, Any]:
     return {"chunks_s": time.perf_counter() - start, "chunks": len(chunks), "one_cell_s": statistics.median(one)}
 
 
+# Where the CPU time of a run through REST goes: each process of the machine in one of these, by its command line
+# (first match); Ray names a trial's actor process "ray::ImplicitFunc..." once it runs one.
+CPU_CLASSES = (
+    ("trials (Ray workers)", ("ray::",)),
+    ("sweep driver", ("service.cli standby", "service.cli drive")),
+    ("controller (API, scheduler)", ("service.cli serve",)),
+    ("Ray's GCS and raylet", ("gcs_server", "raylet")),
+    ("Ray's other processes", ("ray/", "ray start", "default_worker.py")),
+)
+
+
+def _cpu_by_class() -> dict[int, tuple[str, float]]:
+    """pid -> (class, CPU seconds so far) for every process of a class in ``CPU_CLASSES``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        for name, marks in CPU_CLASSES:
+            if any(mark in command for mark in marks):
+                out[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)  # utime + stime
+                break
+    return out
+
+
 def run_fig2_rest() -> dict[str, Any]:
     """cpu-fig2 POSTed to a real ``wdgrid serve`` (fresh SQLite store, default settings): seconds from the POST's
-    answer to the sweep's ``completed``."""
+    answer to the sweep's ``completed``, and the CPU seconds each class of process used meanwhile (sampled every
+    second, so a process that exits loses at most its last second)."""
     import secrets
 
     from tests.processes import start_server, stop_server
@@ -214,12 +253,18 @@ def run_fig2_rest() -> dict[str, Any]:
                 r = client.post("/sweeps", json={"preset": "cpu-fig2"})
                 r.raise_for_status()
                 posted, sweep_id = time.monotonic(), r.json()["id"]
+                before, last = _cpu_by_class(), dict[int, tuple[str, float]]()
                 while (s := client.get(f"/sweeps/{sweep_id}").json())["status"] in ("pending", "running"):
-                    time.sleep(0.5)
+                    last |= _cpu_by_class()
+                    time.sleep(1.0)
                 wall = time.monotonic() - posted
+                last |= _cpu_by_class()
         finally:
             stop_server(server)
-    return {"rest_s": wall, "status": s["status"], "counts": s["counts"]}
+    cpu: dict[str, float] = {name: 0.0 for name, _ in CPU_CLASSES}
+    for pid, (name, seconds) in last.items():
+        cpu[name] += seconds - before.get(pid, (name, 0.0))[1]
+    return {"rest_s": wall, "status": s["status"], "counts": s["counts"], "cpu_s": cpu}
 
 
 def child(mode: str) -> None:
@@ -234,11 +279,35 @@ def child(mode: str) -> None:
             out = run_grid(reuse=mode == "expert")
         elif mode == "fig2-chunks":
             out = run_fig2_chunks()
+        elif mode.startswith("fig2-half-"):
+            out = run_fig2_chunks(int(mode.removeprefix("fig2-half-")))
         elif mode == "fig2-rest":
             out = run_fig2_rest()
         else:
             out = run_cpu_fig2(folder)
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def spawn_together(modes: list[str]) -> list[dict[str, Any]]:
+    """Children started at once; their results once all have exited."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--child", m],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for m in modes
+    ]
+    out = []
+    for mode, proc in zip(modes, procs, strict=True):
+        stdout, stderr = proc.communicate()
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise SystemExit(f"{mode} failed:\n{stderr[-3000:]}")
+        out.append(json.loads(lines[-1][len("RESULT ") :]))
+    return out
 
 
 def spawn(mode: str) -> dict[str, Any]:
@@ -255,7 +324,9 @@ def spawn(mode: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--child", choices=[*MODES, *EXTRA, "cpu-fig2", "fig2-chunks", "fig2-rest"], help=argparse.SUPPRESS
+        "--child",
+        choices=[*MODES, *EXTRA, "cpu-fig2", "fig2-chunks", "fig2-half-0", "fig2-half-1", "fig2-rest"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat the four modes, alternating their order")
     parser.add_argument("--modes", nargs="+", choices=[*MODES, *EXTRA], default=list(MODES))
@@ -315,6 +386,7 @@ def fig2_rest(cores: int) -> None:
     """Issue 17, goal 2: cpu-fig2 end to end through REST within 1.10× of its chunks back to back ÷ cores, and under
     5 minutes on 2 cores."""
     chunks, rest = spawn("fig2-chunks"), spawn("fig2-rest")
+    halves = spawn_together(["fig2-half-0", "fig2-half-1"]) if cores == 2 else []
     floor = chunks["one_cell_s"] * 392 / cores
     per_core = chunks["chunks_s"] / cores
     ratio = rest["rest_s"] / per_core
@@ -325,6 +397,23 @@ def fig2_rest(cores: int) -> None:
     print(f"  through REST, POST to completed: {rest['rest_s']:7.1f} s   {rest['status']}, {rest['counts']}")
     print(f"  REST / (chunks / cores) = {ratio:.2f}: goal ≤ 1.10 {'met' if ratio <= 1.10 else 'NOT met'}; "
           f"under 5 minutes: {'yes' if rest['rest_s'] < 300 else 'no'}")  # fmt: skip
+    budget = rest["rest_s"] * cores
+    print(f"  where the {budget:.0f} CPU-seconds of the REST run went ({cores} cores × {rest['rest_s']:.0f} s):")
+    for name, seconds in rest["cpu_s"].items():
+        print(f"    {name:<30} {seconds:7.1f} s  {seconds / budget:6.1%}")
+    idle = budget - sum(rest["cpu_s"].values())
+    print(f"    {'idle or other processes':<30} {idle:7.1f} s  {idle / budget:6.1%}")
+    print(f"    (the chunks alone, back to back: {chunks['chunks_s']:.1f} s)")
+    if halves:
+        # Every other chunk in each process: a static split, so the later of the two also waits on the imbalance
+        # that Tune's dynamic assignment avoids; their sum against the chunks back to back is the cores' contention.
+        walls = [h["half_s"] for h in halves]
+        both, work = max(walls), sum(walls)
+        print(
+            f"  the chunks in two processes at once, one per core, no Ray: {walls[0]:.1f} s and {walls[1]:.1f} s, "
+            f"{work / chunks['chunks_s']:.2f}x the CPU time back to back (two trainings at once slow each other); "
+            f"REST / the later = {rest['rest_s'] / both:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Final, Literal
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -13,6 +13,7 @@ from results._records import (
     ConflictError,
     EpochRecord,
     FinalMetrics,
+    NotFoundError,
     Provenance,
     StaleAttemptError,
     TrialRecord,
@@ -21,6 +22,8 @@ from results._sql._base import EPOCH_COLUMNS, SqlBase, _epoch_values, _finite, _
 from results._tables import AttemptRow, EpochRow, TrialRow
 
 __all__ = ["TrialsSql"]
+
+_IN_BATCH: Final = 500  # ids in one IN (...): well under SQLite's and PostgreSQL's parameter limits
 
 
 class TrialsSql(SqlBase):
@@ -75,49 +78,65 @@ class TrialsSql(SqlBase):
         if not batches:
             return 0
         with self._session(write=True) as s:
-            return sum(self._record_epochs(s, t, a, batch) for (t, a), batch in batches.items())
-
-    def _record_epochs(self, s: Session, trial_id: int, attempt: int, metrics: Sequence[EpochRecord]) -> int:
-        epochs = [m.epoch for m in metrics]
-        trial = self._get_trial(s, trial_id)
-        if not 1 <= attempt <= trial.attempts:
-            raise StaleAttemptError(f"trial {trial_id} has had {trial.attempts} attempts; got attempt {attempt}")
-        stored = {
-            r.epoch: tuple(getattr(r, c) for c in EPOCH_COLUMNS)
-            for r in s.scalars(
-                select(EpochRow).where(
-                    EpochRow.trial_id == trial_id,
-                    EpochRow.attempt == attempt,
-                    # A range, not IN (...): a batch may hold more epochs than a statement may hold parameters.
-                    EpochRow.epoch.between(min(epochs), max(epochs)),
-                )
-            )
-        }
-        new = []
-        for m in metrics:
-            values = _epoch_values(m)
-            if m.epoch in stored:
-                if stored[m.epoch] != values:
-                    raise ConflictError(
-                        f"trial {trial_id} attempt {attempt} epoch {m.epoch} is stored as {stored[m.epoch]}, "
-                        f"not {values}"
+            # Three statements a call, whatever its number of cells (a report holds one epoch of each of a chunk's
+            # cells): the trials' attempt counts, the epochs already stored, the new rows.
+            ids = sorted({t for t, _ in batches})
+            attempts: dict[int, int] = {}
+            for i in range(0, len(ids), _IN_BATCH):
+                query = select(TrialRow.id, TrialRow.attempts).where(TrialRow.id.in_(ids[i : i + _IN_BATCH]))
+                for trial_id, count in s.execute(query):
+                    attempts[trial_id] = count
+            for trial_id, attempt in batches:
+                if trial_id not in attempts:
+                    raise NotFoundError(f"no trial with id {trial_id}")
+                if not 1 <= attempt <= attempts[trial_id]:
+                    raise StaleAttemptError(
+                        f"trial {trial_id} has had {attempts[trial_id]} attempts; got attempt {attempt}"
                     )
-                continue
-            new.append(m)
-        if new:
-            s.execute(
-                insert(EpochRow),
-                [
-                    {
-                        "trial_id": trial_id,
-                        "attempt": attempt,
-                        "epoch": m.epoch,
-                        **dict(zip(EPOCH_COLUMNS, _epoch_values(m), strict=True)),
-                    }
-                    for m in new
-                ],
+            stored = self._stored_epochs(s, ids, [r.epoch for r in records])
+            new = []
+            for (trial_id, attempt), batch in batches.items():
+                for m in batch:
+                    values = _epoch_values(m)
+                    before = stored.get((trial_id, attempt, m.epoch))
+                    if before is None:
+                        new.append(m)
+                    elif before != values:
+                        raise ConflictError(
+                            f"trial {trial_id} attempt {attempt} epoch {m.epoch} is stored as {before}, not {values}"
+                        )
+            if new:
+                s.execute(
+                    insert(EpochRow),
+                    [
+                        {
+                            "trial_id": m.trial_id,
+                            "attempt": m.attempt,
+                            "epoch": m.epoch,
+                            **dict(zip(EPOCH_COLUMNS, _epoch_values(m), strict=True)),
+                        }
+                        for m in new
+                    ],
+                )
+            return len(new)
+
+    @staticmethod
+    def _stored_epochs(
+        s: Session, trial_ids: Sequence[int], epochs: Sequence[int]
+    ) -> dict[tuple[int, int, int], tuple[Any, ...]]:
+        """(trial, attempt, epoch) -> stored values, for the trials' epochs in the range of ``epochs`` (a superset
+        of those asked about)."""
+        columns = [getattr(EpochRow, c) for c in EPOCH_COLUMNS]
+        out = {}
+        for i in range(0, len(trial_ids), _IN_BATCH):
+            query = select(EpochRow.trial_id, EpochRow.attempt, EpochRow.epoch, *columns).where(
+                EpochRow.trial_id.in_(trial_ids[i : i + _IN_BATCH]),
+                # A range, not IN (...): a call may hold more epochs than a statement may hold parameters.
+                EpochRow.epoch.between(min(epochs), max(epochs)),
             )
-        return len(new)
+            for row in s.execute(query):
+                out[(row[0], row[1], row[2])] = tuple(row[3:])
+        return out
 
     def finish_trial(
         self,
