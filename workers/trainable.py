@@ -40,7 +40,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -138,11 +138,11 @@ def hang_error(limit_s: float, grace_s: float) -> str:
     )
 
 
-def _watch(grace_s: float, done: threading.Event, hung: Any) -> None:
+def _watch(grace_s: float, done: threading.Event, hung: Callable[[], dict[str, Any]]) -> None:
     """Until ``done``: once the running training is ``grace_s`` past its deadline, report ``hung()`` and end the
     process (see the module docstring)."""
 
-    from workers.run import TrainingDeadline  # torch: on a worker only (see below)
+    from workers.run import TrainingDeadline  # imports torch: here, on a worker, not where the driver imports us
 
     def watch() -> None:
         while time.perf_counter() <= TrainingDeadline.at + grace_s:
@@ -151,7 +151,7 @@ def _watch(grace_s: float, done: threading.Event, hung: Any) -> None:
         log.error("a training step did not return %.0f s after its time limit: ending this worker", grace_s)
         message = hung()
         with tempfile.TemporaryDirectory(prefix="wdgrid-hung-") as folder:
-            (Path(folder) / HUNG_FILE).write_text(json.dumps({"error": message["finished"][0][1]["error"]}))
+            (Path(folder) / HUNG_FILE).write_text(json.dumps({"hung_after_s": grace_s}))
             # tune.report returns once Tune asks the trial to go on (it took the report); if it never does (the
             # sweep is stopping), exit all the same.
             reporter = threading.Thread(
