@@ -12,6 +12,11 @@ the head also gets SIGTERM when the controller dies without stopping it (``kill 
 head's processes down, its drivers lose their cluster and exit, and their sweeps resume when a controller starts
 again — as a controller's stop leaves them. A head that dies while the controller runs is started again on the
 scheduler's next look (:meth:`LocalRay.check`).
+
+Start-up of a sweep: the head's workers import Ray Tune and the trainable as they start (``PRELOAD``), and the
+standby driver has the raylet start a worker per trial slot ahead (``service.fanout.prestart_trial_workers``), so the
+first trial takes a worker that is already warm. Ray's own prestart for the first driver is off: its workers (another
+runtime environment than Tune's trial actors) would never be used by a trial.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ log = logging.getLogger(__name__)
 RAY: Final = Path(sys.executable).parent / "ray"
 _STARTED: Final = "Ray runtime started."  # what `ray start` prints once every process of the head runs
 _PR_SET_PDEATHSIG: Final = 1
+# What every worker process of the head imports before it takes work: Ray Tune (its trainable wrapper) and the
+# trainable. With the workers a standby driver has the raylet start ahead (service.fanout.prestart_trial_workers), a
+# sweep's first trial runs ~0.3 s after POST /sweeps (bench/sweep_start.py). Not torch: that would make each worker
+# ~500 MB and ~2 s of CPU more before it takes work, and two sweeps submitted together started several seconds later.
+PRELOAD: Final = ("ray.tune", "workers.trainable")
 
 
 def _die_with_parent() -> None:
@@ -74,6 +84,7 @@ class LocalRay:
         self.address, self._token, self._ready = f"127.0.0.1:{port}", secrets.token_hex(32), False
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("WDGRID_")}
         env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self._token, "RAY_USAGE_STATS_ENABLED": "0"}
+        env |= {"RAY_preload_python_modules": ",".join(PRELOAD), "RAY_prestart_worker_first_driver": "0"}
         command = [str(RAY), "start", "--head", f"--port={port}", f"--num-cpus={self.num_cpus}", "--block"]
         command += ["--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

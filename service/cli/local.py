@@ -226,10 +226,11 @@ def standby(log_dir: Annotated[Path, typer.Argument(file_okay=False)]) -> None:
     appended to LOG_DIR/sweep-ID.log. Exits quietly when stdin closes without an id."""
     import logging
     import os
+    import select
     import sys
     import time
 
-    from service.fanout import ClusterError, prepare
+    from service.fanout import ClusterError, prepare, prestart_trial_workers
 
     settings = settings_or_fail()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -238,6 +239,8 @@ def standby(log_dir: Annotated[Path, typer.Argument(file_okay=False)]) -> None:
         slots = prepare(settings.ray_address, _driver_options(settings))
     except ClusterError as exc:
         raise fail(str(exc)) from None
+    if not select.select([sys.stdin], [], [], 0)[0]:  # no sweep waiting yet: have its first trials' workers ready
+        prestart_trial_workers(slots, _driver_options(settings))
     logging.info(
         "standby driver %d ready after %.1f s (%d trial slots)", os.getpid(), time.monotonic() - started, slots
     )

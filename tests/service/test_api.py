@@ -39,6 +39,18 @@ def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def _idle_workers() -> set[int]:
+    """Ray worker processes that have not taken work yet (Ray titles them ``ray::IDLE``)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
+                pids.add(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,6 +135,9 @@ def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: S
     logs = server.folder / "wdgrid-logs"
     # The controller keeps a driver started ahead (Ray joined, Tune imported): once it is ready, the sweep goes to it.
     wait_for(lambda: "ready after" in _read(logs / "standby.log"), 120, "the standby driver")
+    # ... and has had the raylet start a worker per trial slot ahead, which the first trials take.
+    assert "asked the raylet for 2 worker processes" in _read(logs / "standby.log")
+    idle = wait_for(_idle_workers, 60, "the standby's workers started ahead")
     with server.client() as c:
         r = c.post("/sweeps", json={"preset": "smoke"}, headers={"Idempotency-Key": "smoke-1"})
         assert r.status_code == 201
@@ -143,6 +158,10 @@ def test_a_submitted_sweep_runs_to_completion_and_every_view_downloads(server: S
         assert re.search(rf"standby driver (\d+) takes sweep {sweep['id']}\n", driver_log)
         assert "joined the Ray cluster at 127.0.0.1:" in standby_log
         assert "started an embedded Ray" not in driver_log + standby_log
+        with SqlStorage(server.db, migrate=False) as store:
+            trials, _ = store.trials(sweep["id"], limit=100)
+            pids = {a.pid for t in trials for a in store.attempts(t.id)}
+        assert pids & idle, f"the trials ran in {pids}, none of them a worker started ahead ({idle})"
         refused = c.post(f"/sweeps/{sweep['id']}/resume")  # nothing failed or was cancelled: nothing to resume
         assert refused.status_code == 409 and "only failed or cancelled sweeps resume" in refused.json()["detail"]
         listed = c.get("/sweeps", params={"status": "completed"}).json()
