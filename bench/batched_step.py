@@ -14,9 +14,12 @@ Printed:
   half of its backward, against K single-cell ones;
 - with ``--compile``, the batched step under ``torch.compile`` (inductor): its compile time and step time.
 
+The process keeps the memory a step frees (``workers.run.keep_freed_memory``, as the training loop does on a CPU);
+``--default-malloc`` leaves glibc's defaults, to compare whole runs of this script with and without it.
+
 Rounds alternate the two (one cell, batched); the table gives medians over rounds.
 
-    .venv/bin/python bench/batched_step.py [--k 16] [--rounds 5] [--compile]
+    .venv/bin/python bench/batched_step.py [--k 16] [--rounds 5] [--compile] [--default-malloc]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bench.train_throughput import matmul_peak  # noqa: E402
 from sweeps import TrainingConfig  # noqa: E402
 from workers.bundle import StackedCells  # noqa: E402
+from workers.run import keep_freed_memory  # noqa: E402
 from workers.train import Cells, OneCell, PrecisionPolicy, load_data, resolve_device  # noqa: E402
 
 BASE: dict[str, Any] = {
@@ -130,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=16, help="cells in the batched model (default 16, the CPU chunk)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per thread count (default 5)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the batched step")
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc defaults")
     args = parser.parse_args(argv)
+    kept = False if args.default_malloc else keep_freed_memory()
     dev = resolve_device("cpu")
     configs = [TrainingConfig.from_dict(BASE | {"lr": 0.01 * 2 ** (i % 6)}) for i in range(args.k)]
     data = load_data(configs[0], dev)
@@ -141,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     flops = step_flops(one, batches[0]) * args.k  # useful work: K cells do K times one cell's arithmetic
 
     print(f"cnn1d on MNIST-1D, batch 128, {len(batches)} steps per pass, K = {args.k}; medians of {args.rounds} rounds")
+    print(f"freed memory kept for the next step (workers.run.keep_freed_memory): {'yes' if kept else 'no'}")
     print(
         f"{'threads':>7} {'one cell ms':>12} {'K cells ms':>11} {'ms/cell':>8} {'ratio':>6} {'GFLOP/s':>8} "
         f"{'% peak':>7}"

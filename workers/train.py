@@ -46,6 +46,7 @@ from workers.run import (
     TimeLimitExceeded,
     TrainingDeadline,
     build_schedule,
+    keep_freed_memory,
     load_data,
     resolve_device,
     time_limit_error,
@@ -231,6 +232,8 @@ def train_cells(
     started = time.perf_counter()
     deadline = math.inf if time_limit_s is None else started + time_limit_s - wall_before
     check_each_step = device.type == "cpu"  # a host sync per step costs nothing on CPU; on GPU check per epoch
+    if device.type == "cpu":
+        keep_freed_memory()
     n_seen = min(data.n_train, steps_per_epoch(data.n_train, cfg.batch_size) * cfg.batch_size)
     TrainingDeadline.set(deadline)
     try:
