@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     WDGRID_TUNE_DIR=/shared/tune
 
 # git: the provenance of every result names the commit it was trained with (or set WDGRID_GIT_SHA at build time).
-RUN apt-get update && apt-get install -y --no-install-recommends git curl && rm -rf /var/lib/apt/lists/*
+# g++: the fused CPU kernels (workers/fused.py) compile for the CPU they run on.
+RUN apt-get update && apt-get install -y --no-install-recommends git curl g++ && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
 # Dependencies first, so that a code change does not re-install torch.
@@ -26,13 +27,18 @@ COPY service service
 ARG WDGRID_GIT_SHA=""
 ENV WDGRID_GIT_SHA=${WDGRID_GIT_SHA}
 RUN pip install --no-cache-dir --no-deps -c constraints.txt .
+# The fused CPU kernels, built now for the building machine's CPU; a container on another kind of CPU builds its own
+# on first use (~30 s), into the same folder.
+ENV TORCH_EXTENSIONS_DIR=/opt/torch_extensions
+RUN python -m workers.fused
 
 # Your plugins: every role of the cluster (controller, head, workers) needs the packages that register the models and
 # data sets your specs name. Copy or pip-install them here, e.g. the example package:
 COPY examples examples
 RUN pip install --no-cache-dir --no-deps ./examples/wdgrid-examples
 
-RUN useradd --create-home --uid 1000 wdgrid && mkdir -p /data /shared && chown wdgrid /data /shared
+RUN useradd --create-home --uid 1000 wdgrid && mkdir -p /data /shared && chown wdgrid /data /shared \
+    && chown -R wdgrid /opt/torch_extensions
 USER wdgrid
 EXPOSE 8000 6380
 CMD ["wdgrid", "serve"]

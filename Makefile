@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run demo test browser reproduce
+.PHONY: install run demo test browser kernels reproduce
 
 install: $(STAMP)
 
@@ -23,8 +23,18 @@ $(STAMP): pyproject.toml constraints.txt examples/wdgrid-examples/pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e examples/wdgrid-examples
 	@touch $(STAMP)
 
+# The fused CPU kernels (workers/fused.py) are C++ compiled for this machine's CPU: here, once (~30 s, then ~2 s to
+# check), rather than in the first trial that needs them. Without a C++ compiler it installs Debian's g++ (root), or
+# says the batched models will run unfused.
+kernels: install
+	@command -v $${CXX:-c++} >/dev/null || { \
+		echo "wdgrid: installing Debian's g++ for the fused CPU kernels (apt-get, about 1 minute)"; \
+		apt-get install -y -qq g++ >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq g++ >/dev/null; } \
+		|| echo "wdgrid: no C++ compiler (not root?): batched models train unfused; apt-get install g++"; }
+	@$(BIN)/python -m workers.fused
+
 # The service on 127.0.0.1:8000 (embedded Ray per sweep, SQLite file ./wdgrid.db); WDGRID_* variables configure it.
-run: install
+run: install kernels
 	$(BIN)/wdgrid serve
 
 # One small training run per optimizer on MNIST-1D, printed as a table (~11 s on 2 cores): training works here.
@@ -44,7 +54,7 @@ browser:
 		apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "wdgrid: could not install chromium (not root?); tests/service/test_pages.py will fail: apt-get install chromium"; }
 
-test: install browser
+test: install browser kernels
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -7,7 +7,8 @@ Printed:
 - per thread count (1: what a 1-CPU trial gets; 2: this machine): ms per step of one cell and of the K-cell model,
   their ratio (how many times one cell's throughput the batched model reaches), and the batched step's achieved
   GFLOP/s (one cell's matmul and convolution FLOPs, torch's FlopCounterMode, times K) against this process's
-  float32 matmul peak at those threads;
+  float32 matmul peak at those threads; then the K-cell step with BatchNorm and ReLU unfused (PyTorch's own
+  operators instead of ``workers.fused``) and its ratio;
 - the batched step's operators as torch.profiler ranks them (self CPU time, 1 thread);
 - one convolution layer of the K cells (cnn1d's second: 16 → 16 channels, width 5, stride 2, 40 → 20 positions,
   batch 128) as one grouped convolution, on B×(K·C)×L and on channels-last B×(K·C)×1×L activations, forward and each
@@ -17,7 +18,7 @@ Printed:
 The process keeps the memory a step frees (``workers.run.keep_freed_memory``, as the training loop does on a CPU);
 ``--default-malloc`` leaves glibc's defaults, to compare whole runs of this script with and without it.
 
-Rounds alternate the two (one cell, batched); the table gives medians over rounds.
+Rounds alternate the three (one cell, batched, batched unfused); the table gives medians over rounds.
 
     .venv/bin/python bench/batched_step.py [--k 16] [--rounds 5] [--compile] [--default-malloc]
 """
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import workers.fused  # noqa: E402
 from bench.train_throughput import matmul_peak  # noqa: E402
 from sweeps import TrainingConfig  # noqa: E402
 from workers.bundle import StackedCells  # noqa: E402
@@ -71,6 +73,19 @@ def make_step(cells: Cells, k: int, compiled: bool = False) -> Step:
         cells.optimizer.step()
 
     return step
+
+
+def unfused(step: Step) -> Step:
+    """``step`` with BatchNorm and ReLU as PyTorch's own operators (``workers.fused.ENABLED`` off while it runs)."""
+
+    def run(x: torch.Tensor, y: torch.Tensor) -> None:
+        workers.fused.ENABLED = False
+        try:
+            step(x, y)
+        finally:
+            workers.fused.ENABLED = True
+
+    return run
 
 
 def per_step_ms(step: Step, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -144,28 +159,33 @@ def main(argv: list[str] | None = None) -> None:
     batches = list(data.batches(128, torch.Generator().manual_seed(0), policy.dtype))
     one = make_step(OneCell(configs[0], data, dev, policy), 1)
     stacked = make_step(StackedCells(configs, data, dev, policy), args.k)
+    stacked_unfused = unfused(make_step(StackedCells(configs, data, dev, policy), args.k))
     flops = step_flops(one, batches[0]) * args.k  # useful work: K cells do K times one cell's arithmetic
+    arms = (one, stacked, stacked_unfused)
 
     print(f"cnn1d on MNIST-1D, batch 128, {len(batches)} steps per pass, K = {args.k}; medians of {args.rounds} rounds")
     print(f"freed memory kept for the next step (workers.run.keep_freed_memory): {'yes' if kept else 'no'}")
+    fused = "built" if workers.fused.extension() is not None else "NOT available: both K-cell columns are unfused"
+    print(f"fused BatchNorm+ReLU kernels (workers.fused): {fused}")
     print(
         f"{'threads':>7} {'one cell ms':>12} {'K cells ms':>11} {'ms/cell':>8} {'ratio':>6} {'GFLOP/s':>8} "
-        f"{'% peak':>7}"
+        f"{'% peak':>7} {'unfused ms':>11} {'ratio':>6}"
     )
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        for step in (one, stacked):
+        for step in arms:
             per_step_ms(step, batches[:4])  # warm-up: kernels, allocator
-        times: dict[Step, list[float]] = {one: [], stacked: []}
+        times: dict[Step, list[float]] = {step: [] for step in arms}
         for i in range(args.rounds):
-            for step in (one, stacked) if i % 2 == 0 else (stacked, one):
+            for step in arms if i % 2 == 0 else arms[::-1]:
                 times[step].append(per_step_ms(step, batches))
-        t1, tk = statistics.median(times[one]), statistics.median(times[stacked])
+        t1, tk, tu = (statistics.median(times[step]) for step in arms)
         peak = matmul_peak(dev)
         achieved = flops / (tk / 1e3) / 1e9
         print(
             f"{threads:>7} {t1:>12.2f} {tk:>11.2f} {tk / args.k:>8.2f} {t1 * args.k / tk:>6.2f} "
-            f"{achieved:>8.1f} {100 * achieved / peak:>6.1f}%  (matmul peak {peak:.0f} GFLOP/s)"
+            f"{achieved:>8.1f} {100 * achieved / peak:>6.1f}% {tu:>11.2f} {t1 * args.k / tu:>6.2f}  "
+            f"(matmul peak {peak:.0f} GFLOP/s)"
         )
 
     torch.set_num_threads(1)

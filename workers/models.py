@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from sweeps import load_plugin
+from workers.fused import batch_norm_relu
 
 __all__ = ["MODELS", "build_model", "count_parameters"]
 
@@ -71,12 +72,19 @@ def mlp(input_shape: Shape, n_classes: int) -> nn.Module:
 
 
 def _batched_batch_norm(
-    h: Tensor, bn: nn.Module, name: str, params: dict[str, Tensor], buffers: dict[str, Tensor]
+    h: Tensor,
+    bn: nn.Module,
+    name: str,
+    params: dict[str, Tensor],
+    buffers: dict[str, Tensor],
+    *,
+    relu: bool = False,
 ) -> Tensor:
     """BatchNorm over B×(K·C)×… activations with K cells' stacked statistics: per channel = per cell and channel;
-    the running estimates update in place in the stacked buffers, as each cell's own module would."""
+    the running estimates update in place in the stacked buffers, as each cell's own module would. ``relu``: the
+    ReLU after it too, as one fused operator where it applies (``workers.fused``)."""
     assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
-    out = nn.functional.batch_norm(
+    out = (batch_norm_relu if relu else nn.functional.batch_norm)(
         h,
         buffers[f"{name}.running_mean"].view(-1),
         buffers[f"{name}.running_var"].view(-1),
@@ -121,11 +129,11 @@ class CNN1d(nn.Module):
         dimension K; ``x`` is one B×L batch shared by all cells; returns K×B×classes logits.
 
         The same arithmetic as ``forward``, with the K cells side by side as channel groups: activations are
-        B×(K·C)×1×L, each convolution is one grouped convolution (groups = K), each BatchNorm is one ``batch_norm``
-        over K·C channels — per-channel statistics are per-cell statistics, and the running estimates update in
-        place in the stacked buffers — and the heads are one ``baddbmm``. A few large kernels instead of K small
-        ones: that is what makes a bundle faster than its cells one at a time on a CPU
-        (``bench/train_throughput.py``).
+        B×(K·C)×1×L, each convolution is one grouped convolution (groups = K), each BatchNorm with its ReLU is one
+        fused operator over K·C channels (``workers.fused``) — per-channel statistics are per-cell statistics, and
+        the running estimates update in place in the stacked buffers — and the heads are one ``baddbmm``. A few
+        large kernels instead of K small ones: that is what makes a bundle faster than its cells one at a time on a
+        CPU (``bench/train_throughput.py``).
 
         The activations are 2-D images of height 1 in channels-last memory order: oneDNN's grouped convolution and
         PyTorch's BatchNorm run several times faster on it than on B×(K·C)×L (``bench/batched_step.py``: the step
@@ -148,8 +156,7 @@ class CNN1d(nn.Module):
                 padding=(0, pad[0]),
                 groups=k,
             )
-            h = _batched_batch_norm(h, bn, f"features.{i + 1}", params, buffers)
-            h = torch.relu(h)
+            h = _batched_batch_norm(h, bn, f"features.{i + 1}", params, buffers, relu=True)
         # Each cell's features in the module's own (C, L) flattening order, cells first.
         h = h.reshape(h.shape[0], k, -1).transpose(0, 1)  # K×B×(C·L)
         return torch.baddbmm(params["head.bias"].unsqueeze(1), h, params["head.weight"].mT)

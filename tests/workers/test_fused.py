@@ -1,0 +1,124 @@
+"""``workers.fused``: BatchNorm + ReLU as one CPU operator gives PyTorch's numbers, and runs unfused where it must."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workers import fused
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _inputs(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    # A mean far from zero next to the spread: the variance must not come from a difference of large numbers.
+    x = (torch.randn(shape, generator=g, dtype=dtype) * 0.5 + 20).contiguous(memory_format=torch.channels_last)
+    t = {
+        "x": x,
+        "running_mean": torch.randn(c, generator=g, dtype=dtype),
+        "running_var": torch.rand(c, generator=g, dtype=dtype) + 0.5,
+        "weight": torch.randn(c, generator=g, dtype=dtype),
+        "bias": torch.randn(c, generator=g, dtype=dtype),
+    }
+    # No gradient arrives where the pre-activation is within 1e-3 of the ReLU's kink: there float32 rounding may
+    # decide the mask either way, each as right as the other, and the check would compare coin flips.
+    x64, mean64, var64, w64, b64 = (t[k].double() for k in ("x", "running_mean", "running_var", "weight", "bias"))
+    pre = F.batch_norm(x64, mean64, var64, w64, b64, training=True)
+    grad = torch.randn(shape, generator=g, dtype=dtype) * (pre.abs() > 1e-3)
+    return t | {"grad": grad.contiguous(memory_format=torch.channels_last)}
+
+
+def _run(op: str, t: dict[str, torch.Tensor], training: bool = True) -> dict[str, torch.Tensor]:
+    x, w, b = (t[k].clone().requires_grad_() for k in ("x", "weight", "bias"))
+    mean, var = t["running_mean"].clone(), t["running_var"].clone()
+    args = (x, mean, var, w, b)
+    if op == "fused":
+        y = fused.batch_norm_relu(*args, training=training, momentum=0.1, eps=1e-5)
+    else:
+        y = torch.relu(F.batch_norm(*args, training=training, momentum=0.1, eps=1e-5))
+    y.backward(t["grad"])
+    assert x.grad is not None and w.grad is not None and b.grad is not None
+    return {"y": y, "running_mean": mean, "running_var": var, "x.grad": x.grad, "w.grad": w.grad, "b.grad": b.grad}
+
+
+def test_the_fused_kernels_build_on_this_machine():
+    assert (
+        fused.extension() is not None
+    )  # make test installs a C++ compiler where it is missing (make kernels), as the Dockerfile does
+
+
+@pytest.mark.parametrize("shape", [(128, 256, 1, 40), (3, 24, 1, 7), (2, 5, 3, 4)])
+def test_fused_batch_norm_relu_gives_pytorch_s_numbers_and_gradients(shape):
+    t = _inputs(shape)
+    ours, exact = _run("fused", t), _run("pytorch", {k: v.double() for k, v in t.items()})
+    pytorch_float32 = _run("pytorch", t)
+    for name, expected in exact.items():
+        # Against PyTorch in float64: as close as PyTorch's own float32 operators come, or closer (which sums its
+        # float32 mean over all rows unshifted: with activations around 20, ~1e-5 relative off).
+        scale = expected.abs().max().item()
+        theirs = (pytorch_float32[name].double() - expected).abs().max().item()
+        error = (ours[name].double() - expected).abs().max().item()
+        assert error <= max(2 * theirs, 1e-6 * scale), (name, error, theirs)
+    assert ours["y"].is_contiguous(memory_format=torch.channels_last)
+
+
+def _operators(y: torch.Tensor) -> set[str]:
+    """The names of the backward functions that made ``y``."""
+    seen, todo = set(), [y.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None and type(fn).__name__ not in seen:
+            seen.add(type(fn).__name__)
+            todo.extend(f for f, _ in fn.next_functions)
+    return seen
+
+
+def test_the_fused_operator_runs_where_it_applies_and_pytorch_s_elsewhere():
+    t = _inputs((4, 8, 1, 6))
+    y = fused.batch_norm_relu(
+        t["x"], t["running_mean"].clone(), t["running_var"].clone(), t["weight"].clone().requires_grad_(), t["bias"],
+        training=True, momentum=0.1, eps=1e-5,
+    )  # fmt: skip
+    assert "_BatchNormReLUBackward" in _operators(y)
+    elsewhere = {
+        "float64": (_inputs((4, 8, 1, 6), torch.float64), True),
+        "eval mode": (t, False),
+        "not channels-last": ({**t, "x": t["x"].contiguous(), "grad": t["grad"].contiguous()}, True),
+    }
+    for what, (inputs, training) in elsewhere.items():
+        ours, theirs = _run("fused", inputs, training), _run("pytorch", inputs, training)
+        for name, expected in theirs.items():
+            assert torch.equal(ours[name], expected), (what, name)  # the very same operators: bit for bit
+
+
+PROBE = """
+import logging, sys, torch
+logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+from workers import fused
+assert fused.extension() is None
+x = torch.randn(4, 8, 1, 6).contiguous(memory_format=torch.channels_last)
+y = fused.batch_norm_relu(x, torch.zeros(8), torch.ones(8), torch.ones(8), torch.zeros(8), training=True,
+                          momentum=0.1, eps=1e-5)
+assert torch.equal(y, torch.relu(torch.nn.functional.batch_norm(x, torch.zeros(8), torch.ones(8), torch.ones(8),
+                                                                torch.zeros(8), training=True)))
+print("unfused")
+"""
+
+
+def test_without_a_compiler_it_says_so_once_and_runs_unfused(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    env["CXX"] = str(tmp_path / "no-such-compiler")
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "unfused"
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("workers.fused:")]
+    assert len(warnings) == 1 and "BatchNorm and ReLU run unfused" in warnings[0], out.stderr[-2000:]
