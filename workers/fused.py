@@ -9,9 +9,9 @@ times the batched step both ways: 16 cells on one thread 17.9 ms per step fused,
 
 The kernels are C++ built for this machine's CPU on first use (``torch.utils.cpp_extension``: a C++ compiler and
 ninja; ~30 s, once per machine and source version, kept in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``).
-``make install`` builds them ahead (``python -m workers.fused``), so that no trial waits for the compiler. Where
-they cannot be built (no compiler), :func:`batch_norm_relu` runs PyTorch's own operators — the same function up to
-float rounding — and says so once in the log.
+``make run`` and ``make test`` build them ahead (``make kernels``: ``python -m workers.fused``), so that no trial
+waits for the compiler. Where they cannot be built (no compiler, no Python headers), :func:`batch_norm_relu` runs
+PyTorch's own operators — the same function up to float rounding — and says so once in the log.
 """
 
 from __future__ import annotations
