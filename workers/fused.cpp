@@ -6,8 +6,15 @@
 // normalization and the ReLU one more, and the backward recomputes the ReLU's mask from the input instead of
 // reading the output. The inner loops run over a row's channels, which the compiler vectorizes.
 //
-// Built on first use by workers/fused.py (torch.utils.cpp_extension); float32 only.
+// Both passes split the rows among torch's intra-op threads (at::parallel_for), in contiguous ranges as oneDNN's
+// convolutions on either side split their batch, so that each core finds the rows it works on in its own cache
+// (splitting the channels instead was slower on two threads than PyTorch's operators). The per-channel sums come
+// from float partial sums over fixed blocks of rows, added in double in block order: the same numbers whatever the
+// number of threads.
+//
+// Built on first use by workers/fused.py (torch.utils.cpp_extension, with OpenMP: torch's own runtime); float32 only.
 
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -31,7 +38,22 @@ void check(const torch::Tensor& x, const std::vector<torch::Tensor>& per_channel
 // the backward's recomputed ReLU mask is exactly the forward's.
 inline float pre(float x, float mean, float a, float beta) { return std::fma(x - mean, a, beta); }
 
-constexpr int64_t kBlock = 64;  // rows per float partial sum
+constexpr int64_t kBlock = 64;  // rows per float partial sum: a float sum over thousands of rows would lose more than
+                                // the kernels' other roundings; accumulating in double in the loop runs at half width
+constexpr int64_t kRows = 256;  // rows per thread at least (256 rows of 256 channels: 256 KiB)
+
+// Per-channel sums in double of two float partial sums kept per block of rows: parts holds, for block b, the first
+// sum's C values at [2·b·C, 2·b·C + C) and the second's after them.
+void add_blocks(const std::vector<float>& parts, int64_t blocks, int64_t c, std::vector<double>& s1,
+                std::vector<double>& s2) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* p = parts.data() + 2 * b * c;
+    for (int64_t j = 0; j < c; ++j) {
+      s1[j] += p[j];
+      s2[j] += p[c + j];
+    }
+  }
+}
 
 }  // namespace
 
@@ -42,26 +64,36 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor gamma, torch::
   check(x, {gamma, beta, running_mean, running_var});
   const int64_t n = x.size(0), c = x.size(1);
   const float* X = x.data_ptr<float>();
-  // Sums of (x - shift) and its square, shifted by the first row (no cancellation when the mean dwarfs the
-  // spread), in double: a float sum over thousands of rows would lose more than the kernels' other roundings.
-  std::vector<float> shift(X, X + c);
-  std::vector<double> s(c, 0.0), ss(c, 0.0);
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = X + i * c;
-#pragma omp simd
-    for (int64_t j = 0; j < c; ++j) {
-      const double d = row[j] - shift[j];
-      s[j] += d;
-      ss[j] += d * d;
-    }
-  }
   auto mean = torch::empty({c}, x.options()), invstd = torch::empty({c}, x.options());
+  auto y = torch::empty_like(x);
   float* M = mean.data_ptr<float>();
   float* I = invstd.data_ptr<float>();
+  float* Y = y.data_ptr<float>();
   const float* G = gamma.data_ptr<float>();
   const float* B = beta.data_ptr<float>();
   float* RM = running_mean.data_ptr<float>();
   float* RV = running_var.data_ptr<float>();
+  // Sums of (x - shift) and its square, shifted by the first row: no cancellation when the mean dwarfs the spread.
+  const float* shift = X;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<float> parts(2 * blocks * c, 0.f);
+  at::parallel_for(0, blocks, kRows / kBlock, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      float* ps = parts.data() + 2 * b * c;
+      float* pss = ps + c;
+      for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
+        const float* row = X + i * c;
+#pragma omp simd
+        for (int64_t j = 0; j < c; ++j) {
+          const float d = row[j] - shift[j];
+          ps[j] += d;
+          pss[j] += d * d;
+        }
+      }
+    }
+  });
+  std::vector<double> s(c, 0.0), ss(c, 0.0);
+  add_blocks(parts, blocks, c, s, ss);
   std::vector<float> a(c);
   for (int64_t j = 0; j < c; ++j) {
     const double m = s[j] / n;
@@ -72,17 +104,17 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor gamma, torch::
     RV[j] = static_cast<float>((1 - momentum) * RV[j] + momentum * var * n / (n - 1));
     a[j] = I[j] * G[j];
   }
-  auto y = torch::empty_like(x);
-  float* Y = y.data_ptr<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = X + i * c;
-    float* out = Y + i * c;
+  at::parallel_for(0, n, kRows, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* row = X + i * c;
+      float* out = Y + i * c;
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) {
-      const float v = pre(row[j], M[j], a[j], B[j]);
-      out[j] = v > 0.f ? v : 0.f;
+      for (int64_t j = 0; j < c; ++j) {
+        const float v = pre(row[j], M[j], a[j], B[j]);
+        out[j] = v > 0.f ? v : 0.f;
+      }
     }
-  }
+  });
   return {y, mean, invstd};
 }
 
@@ -99,53 +131,56 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_y, torch::Tensor x, torch
   const float* B = beta.data_ptr<float>();
   const float* M = mean.data_ptr<float>();
   const float* I = invstd.data_ptr<float>();
+  auto grad_gamma = torch::empty({c}, x.options()), grad_beta = torch::empty({c}, x.options());
+  auto grad_x = torch::empty_like(x);
+  float* GG = grad_gamma.data_ptr<float>();
+  float* GB = grad_beta.data_ptr<float>();
+  float* GX = grad_x.data_ptr<float>();
   std::vector<float> a(c);
   for (int64_t j = 0; j < c; ++j) a[j] = I[j] * G[j];
-  // Sums over the rows in double, from float partial sums over blocks of rows: accumulating straight into double
-  // under the ReLU's condition keeps the compiler from vectorizing the loop (measured: 14x slower).
-  std::vector<double> sum_g(c, 0.0), sum_gx(c, 0.0);
-  std::vector<float> part_g(c), part_gx(c);
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    std::fill(part_g.begin(), part_g.end(), 0.f);
-    std::fill(part_gx.begin(), part_gx.end(), 0.f);
-    for (int64_t i = i0; i < std::min(n, i0 + kBlock); ++i) {
-      const float* g = GY + i * c;
-      const float* row = X + i * c;
+  // The sums of the gradient under the ReLU's mask, and of it times (x - mean).
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<float> parts(2 * blocks * c, 0.f);
+  at::parallel_for(0, blocks, kRows / kBlock, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      float* pg = parts.data() + 2 * b * c;
+      float* pgx = pg + c;
+      for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
+        const float* g = GY + i * c;
+        const float* row = X + i * c;
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) {
-        const float gj = g[j];  // loaded unconditionally: a load under the condition would not vectorize
-        const float gm = pre(row[j], M[j], a[j], B[j]) > 0.f ? gj : 0.f;
-        part_g[j] += gm;
-        part_gx[j] += gm * (row[j] - M[j]);
+        for (int64_t j = 0; j < c; ++j) {
+          const float gj = g[j];  // loaded unconditionally: a load under the condition would not vectorize
+          const float gm = pre(row[j], M[j], a[j], B[j]) > 0.f ? gj : 0.f;
+          pg[j] += gm;
+          pgx[j] += gm * (row[j] - M[j]);
+        }
       }
     }
-    for (int64_t j = 0; j < c; ++j) {
-      sum_g[j] += part_g[j];
-      sum_gx[j] += part_gx[j];
-    }
-  }
-  auto grad_gamma = torch::empty({c}, x.options()), grad_beta = torch::empty({c}, x.options());
+  });
+  std::vector<double> sum_g(c, 0.0), sum_gx(c, 0.0);
+  add_blocks(parts, blocks, c, sum_g, sum_gx);
   std::vector<float> k1(c), k2(c), k3(c);
   for (int64_t j = 0; j < c; ++j) {
-    grad_gamma.data_ptr<float>()[j] = static_cast<float>(sum_gx[j] * I[j]);
-    grad_beta.data_ptr<float>()[j] = static_cast<float>(sum_g[j]);
+    GG[j] = static_cast<float>(sum_gx[j] * I[j]);
+    GB[j] = static_cast<float>(sum_g[j]);
     k1[j] = G[j] * I[j];
     k2[j] = static_cast<float>(sum_g[j] / n);
     k3[j] = static_cast<float>(static_cast<double>(I[j]) * I[j] * sum_gx[j] / n);
   }
-  auto grad_x = torch::empty_like(x);
-  float* GX = grad_x.data_ptr<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    const float* g = GY + i * c;
-    const float* row = X + i * c;
-    float* out = GX + i * c;
+  at::parallel_for(0, n, kRows, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* g = GY + i * c;
+      const float* row = X + i * c;
+      float* out = GX + i * c;
 #pragma omp simd
-    for (int64_t j = 0; j < c; ++j) {
-      const float gj = g[j];  // loaded unconditionally: a load under the condition would not vectorize
-      const float gm = pre(row[j], M[j], a[j], B[j]) > 0.f ? gj : 0.f;
-      out[j] = k1[j] * (gm - k2[j] - (row[j] - M[j]) * k3[j]);
+      for (int64_t j = 0; j < c; ++j) {
+        const float gj = g[j];  // loaded unconditionally: a load under the condition would not vectorize
+        const float gm = pre(row[j], M[j], a[j], B[j]) > 0.f ? gj : 0.f;
+        out[j] = k1[j] * (gm - k2[j] - (row[j] - M[j]) * k3[j]);
+      }
     }
-  }
+  });
   return {grad_x, grad_gamma, grad_beta};
 }
 

@@ -122,3 +122,30 @@ def test_without_a_compiler_it_says_so_once_and_runs_unfused(tmp_path):
     assert out.stdout.split()[-1] == "unfused"
     warnings = [line for line in out.stderr.splitlines() if line.startswith("workers.fused:")]
     assert len(warnings) == 1 and "BatchNorm and ReLU run unfused" in warnings[0], out.stderr[-2000:]
+
+
+def test_the_numbers_do_not_depend_on_the_number_of_threads():
+    # cnn1d's first layer (5120 rows: 80 whole blocks of 64 rows, split among the threads) and 3849 rows (the last
+    # block cut short).
+    before = torch.get_num_threads()
+    runs = {}
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs[threads] = [_run("fused", _inputs(shape)) for shape in [(128, 256, 1, 40), (3, 64, 1, 1283)]]
+    finally:
+        torch.set_num_threads(before)
+    for threads in (2, 3):
+        for ours, one in zip(runs[threads], runs[1], strict=True):
+            for name, expected in one.items():
+                assert torch.equal(ours[name], expected), (threads, name)
+
+
+def test_the_kernels_share_torch_s_openmp_runtime():
+    # Built with OpenMP, the library needs libgomp.so.1; the process must map one such file, torch's (not the
+    # system's beside it), so that torch.set_num_threads governs the kernels' threads too. (scikit-learn's wheel brings
+    # its own runtime under another name, for its own code.)
+    assert fused.extension() is not None
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    runtimes = {Path(line.split()[-1]) for line in maps if line.endswith("/libgomp.so.1")}
+    assert runtimes == {Path(torch.__file__).parent / "lib" / "libgomp.so.1"}, runtimes
