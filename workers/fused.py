@@ -1,5 +1,6 @@
 """Fused CPU kernels for the batched models' elementwise work: BatchNorm (training mode) followed by ReLU as one
-operator, forward and backward (``workers/fused.cpp``), for channels-last float32 activations.
+operator, forward and backward (``workers/fused.cpp``), for channels-last float32 activations; and a convolution of
+one input channel shared by every output channel with the BatchNorm and ReLU after it (cnn1d's first layer).
 
 Why: in cnn1d's batched step on a CPU, BatchNorm and ReLU — forward, and backward above all — cost about as much as
 the convolutions between them, although their arithmetic is negligible: every operator is its own passes over
@@ -7,6 +8,11 @@ megabytes of activations. Fused, the forward reads its input twice and writes on
 writes once, and the ReLU's output is not kept (the backward recomputes its mask). ``bench/batched_step.py``
 times the batched step both ways: 16 cells 12.6 ms per step fused against 15.0 unfused on one thread, 8.3 against
 9.3 on two (the kernels split the rows among torch's threads).
+
+cnn1d's first layer convolves the one input channel, the same batch for all K cells, into K·16 channels: its output is
+5 MiB for 16 cells, its input 20 KiB. :func:`conv_batch_norm_relu` never stores the convolution's output or its
+gradient: every pass recomputes the rows it needs from the input, and the backward sums the convolution's weight
+gradient in its last pass.
 
 The kernels are C++ built for this machine's CPU on first use (``torch.utils.cpp_extension``: a C++ compiler and
 ninja; ~30 s, once per machine and source version, kept in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``).
@@ -32,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ENABLED", "batch_norm_relu", "extension"]
+__all__ = ["ENABLED", "batch_norm_relu", "conv_batch_norm_relu", "conv_batch_norm_relu_applies", "extension"]
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +47,12 @@ SOURCE = Path(__file__).with_name("fused.cpp")
 # folder never hands it to another kind). -fopenmp: at::parallel_for's threads (ATen's OpenMP backend is inline in
 # its headers) and the loops' `omp simd` hints; the library then needs libgomp.so.1, which the process already has
 # loaded from torch's wheel, so the kernels share torch's thread pool and its torch.set_num_threads.
-FLAGS = ("-O3", "-march=native", "-fopenmp")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
 
 ENABLED = True
-"""False: :func:`batch_norm_relu` always runs PyTorch's operators (for benches comparing the two)."""
+"""False: :func:`batch_norm_relu` always runs PyTorch's operators and :func:`conv_batch_norm_relu_applies` says no (for
+benches comparing the two)."""
 
 
 def _cpu_features() -> str:
@@ -142,6 +149,44 @@ class _BatchNormReLU(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
+class _ConvBatchNormReLU(torch.autograd.Function):
+    """relu(batch_norm(conv1d(x, weight))) in training mode, ``x`` batch × length (one input channel for all output
+    channels); returns (batch · positions) × C rows; updates the running statistics in place. ``x`` takes no
+    gradient."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        conv_weight: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        stride: int,
+        padding: int,
+        momentum: float,
+        eps: float,
+    ) -> Tensor:
+        kernels = extension()
+        assert kernels is not None
+        y, mean, invstd = kernels.conv_forward(
+            x, conv_weight, stride, padding, weight, bias, running_mean, running_var, momentum, eps
+        )
+        ctx.save_for_backward(x, conv_weight, weight, bias, mean, invstd)
+        ctx.geometry = stride, padding
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        kernels = extension()
+        assert kernels is not None
+        x, conv_weight, weight, bias, mean, invstd = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        grads = kernels.conv_backward(grad_y.contiguous(), x, conv_weight, stride, padding, weight, bias, mean, invstd)
+        return (None, *grads, None, None, None, None, None, None)
+
+
 def _fusable(x: Tensor, weight: Tensor | None, bias: Tensor | None, training: bool) -> bool:
     return (
         ENABLED
@@ -182,6 +227,53 @@ def batch_norm_relu(
     rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view: channels-last memory is rows of C channels
     y = _BatchNormReLU.apply(rows, weight, bias, running_mean, running_var, momentum, eps)
     return y.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def conv_batch_norm_relu_applies(x: Tensor, conv_weight: Tensor, weight: Tensor | None, training: bool) -> bool:
+    """Whether :func:`conv_batch_norm_relu` runs for this batch ``x`` (batch × length: one input channel, no
+    gradient) and ``conv_weight`` (C × 1 × width, width 3, 5 or 7): float32 on the CPU in training mode, with a
+    BatchNorm ``weight``, where the kernels are built. Where not, run the convolution, :func:`batch_norm_relu` after."""
+    return (
+        ENABLED
+        and training
+        and x.device.type == "cpu"
+        and x.dtype == conv_weight.dtype == torch.float32
+        and x.dim() == 2
+        and not x.requires_grad
+        and conv_weight.dim() == 3
+        and conv_weight.shape[1] == 1
+        and conv_weight.shape[2] in (3, 5, 7)
+        and weight is not None
+        and weight.dtype == torch.float32
+        and extension() is not None
+    )
+
+
+def conv_batch_norm_relu(
+    x: Tensor,
+    conv_weight: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    *,
+    stride: int,
+    padding: int,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """``relu(batch_norm(conv1d(x.unsqueeze(1), conv_weight, stride=stride, padding=padding), ...))`` as one
+    operator each way, where :func:`conv_batch_norm_relu_applies` (in training mode only): ``x`` batch × length,
+    ``conv_weight`` C × 1 × width (no bias); returns batch × C × 1 × positions, channels-last (the layout
+    :func:`batch_norm_relu` and oneDNN's convolutions take next). Equals PyTorch's operators up to float rounding."""
+    if not conv_batch_norm_relu_applies(x, conv_weight, weight, training):
+        raise ValueError("conv_batch_norm_relu: not for these inputs (see conv_batch_norm_relu_applies)")
+    b = x.shape[0]
+    rows = _ConvBatchNormReLU.apply(
+        x.contiguous(), conv_weight.flatten(1), weight, bias, running_mean, running_var, stride, padding, momentum, eps
+    )
+    return rows.view(b, -1, 1, rows.shape[1]).permute(0, 3, 2, 1)
 
 
 if __name__ == "__main__":  # `make install`: build the kernels ahead, or say why not

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from sweeps import load_plugin
-from workers.fused import batch_norm_relu
+from workers.fused import batch_norm_relu, conv_batch_norm_relu, conv_batch_norm_relu_applies
 
 __all__ = ["MODELS", "build_model", "count_parameters"]
 
@@ -77,26 +77,36 @@ def _batched_batch_norm(
     name: str,
     params: dict[str, Tensor],
     buffers: dict[str, Tensor],
-    *,
-    relu: bool = False,
 ) -> Tensor:
     """BatchNorm over B×(K·C)×… activations with K cells' stacked statistics: per channel = per cell and channel;
-    the running estimates update in place in the stacked buffers, as each cell's own module would. ``relu``: the
-    ReLU after it too, as one fused operator where it applies (``workers.fused``)."""
+    the running estimates update in place in the stacked buffers, as each cell's own module would."""
+    out = nn.functional.batch_norm(h, **_stacked_batch_norm(bn, name, params, buffers))
+    _count_batch(bn, name, buffers)
+    return out
+
+
+def _stacked_batch_norm(
+    bn: nn.Module, name: str, params: dict[str, Tensor], buffers: dict[str, Tensor]
+) -> dict[str, Any]:
+    """The arguments after the input of ``torch.nn.functional.batch_norm`` for K cells' stacked BatchNorm ``name``
+    (``bn`` the module's own, for its mode and constants), over K·C channels: the running estimates are views of the
+    stacked buffers, so that they update in place."""
     assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
-    out = (batch_norm_relu if relu else nn.functional.batch_norm)(
-        h,
-        buffers[f"{name}.running_mean"].view(-1),
-        buffers[f"{name}.running_var"].view(-1),
-        params[f"{name}.weight"].reshape(-1),
-        params[f"{name}.bias"].reshape(-1),
-        training=bn.training,
-        momentum=0.1 if bn.momentum is None else bn.momentum,
-        eps=bn.eps,
-    )
+    return {
+        "running_mean": buffers[f"{name}.running_mean"].view(-1),
+        "running_var": buffers[f"{name}.running_var"].view(-1),
+        "weight": params[f"{name}.weight"].reshape(-1),
+        "bias": params[f"{name}.bias"].reshape(-1),
+        "training": bn.training,
+        "momentum": 0.1 if bn.momentum is None else bn.momentum,
+        "eps": bn.eps,
+    }
+
+
+def _count_batch(bn: nn.Module, name: str, buffers: dict[str, Tensor]) -> None:
+    """One more batch seen by stacked BatchNorm ``name`` in training mode, as each cell's module would count it."""
     if bn.training:
         buffers[f"{name}.num_batches_tracked"].add_(1)
-    return out
 
 
 class CNN1d(nn.Module):
@@ -131,7 +141,9 @@ class CNN1d(nn.Module):
         The same arithmetic as ``forward``, with the K cells side by side as channel groups: activations are
         B×(K·C)×1×L, each convolution is one grouped convolution (groups = K), each BatchNorm with its ReLU is one
         fused operator over K·C channels (``workers.fused``) — per-channel statistics are per-cell statistics, and
-        the running estimates update in place in the stacked buffers — and the heads are one ``baddbmm``. A few
+        the running estimates update in place in the stacked buffers — and the heads are one ``baddbmm``. The first
+        layer, whose one input channel is the same batch for every cell, is one fused operator from the batch to its
+        ReLU where ``workers.fused`` has it (float32 on a CPU, training). A few
         large kernels instead of K small ones: that is what makes a bundle faster than its cells one at a time on a
         CPU (``bench/train_throughput.py``).
 
@@ -140,23 +152,35 @@ class CNN1d(nn.Module):
         of 16 cells 1.3× faster on one core).
         """
         k = next(iter(params.values())).shape[0]
-        # B×K×1×L: every cell sees the same batch. Expanded, not one shared convolution of K·C outputs: oneDNN
-        # returns that one in the other memory order, and converting it costs more than the convolution.
-        h = x.view(x.shape[0], 1, 1, -1).expand(-1, k, -1, -1).contiguous(memory_format=torch.channels_last)
+        h: Tensor | None = None
         for i in range(0, len(self.features), 3):
             conv, bn = self.features[i], self.features[i + 1]
             assert isinstance(conv, nn.Conv1d) and isinstance(bn, nn.BatchNorm1d)
-            w = params[f"features.{i}.weight"].flatten(0, 1).unsqueeze(2)  # (K·C_out)×C_in×1×width
             pad = conv.padding
             assert isinstance(pad, tuple)  # a width, not a padding mode ("same"), in this network
-            h = nn.functional.conv2d(
-                h,
-                w.contiguous(memory_format=torch.channels_last),
-                stride=(1, conv.stride[0]),
-                padding=(0, pad[0]),
-                groups=k,
-            )
-            h = _batched_batch_norm(h, bn, f"features.{i + 1}", params, buffers, relu=True)
+            w = params[f"features.{i}.weight"].flatten(0, 1)  # (K·C_out)×C_in×width
+            norm = _stacked_batch_norm(bn, f"features.{i + 1}", params, buffers)
+            if h is None and conv_batch_norm_relu_applies(x, w, norm["weight"], bn.training):
+                # The first layer: one input channel, the same batch for every cell. Convolution, BatchNorm and ReLU
+                # as one operator that never stores the K·C channels' convolution output (workers.fused).
+                h = conv_batch_norm_relu(x, w, stride=conv.stride[0], padding=pad[0], **norm)
+            else:
+                if h is None:
+                    # B×K×1×L: every cell sees the same batch. Expanded, not one shared convolution of K·C outputs:
+                    # oneDNN returns that one in the other memory order, and converting it costs more than the
+                    # convolution.
+                    h = x.view(x.shape[0], 1, 1, -1).expand(-1, k, -1, -1)
+                    h = h.contiguous(memory_format=torch.channels_last)
+                h = nn.functional.conv2d(
+                    h,
+                    w.unsqueeze(2).contiguous(memory_format=torch.channels_last),  # (K·C_out)×C_in×1×width
+                    stride=(1, conv.stride[0]),
+                    padding=(0, pad[0]),
+                    groups=k,
+                )
+                h = batch_norm_relu(h, **norm)
+            _count_batch(bn, f"features.{i + 1}", buffers)
+        assert h is not None
         # Each cell's features in the module's own (C, L) flattening order, cells first.
         h = h.reshape(h.shape[0], k, -1).transpose(0, 1)  # K×B×(C·L)
         return torch.baddbmm(params["head.bias"].unsqueeze(1), h, params["head.weight"].mT)

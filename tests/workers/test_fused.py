@@ -133,6 +133,7 @@ def test_the_numbers_do_not_depend_on_the_number_of_threads():
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             runs[threads] = [_run("fused", _inputs(shape)) for shape in [(128, 256, 1, 40), (3, 64, 1, 1283)]]
+            runs[threads] += [_run_conv("fused", _conv_inputs(*case), *case[-2:]) for case in CONV_CASES[:2]]
     finally:
         torch.set_num_threads(before)
     for threads in (2, 3):
@@ -149,3 +150,75 @@ def test_the_kernels_share_torch_s_openmp_runtime():
     maps = Path("/proc/self/maps").read_text().splitlines()
     runtimes = {Path(line.split()[-1]) for line in maps if line.endswith("/libgomp.so.1")}
     assert runtimes == {Path(torch.__file__).parent / "lib" / "libgomp.so.1"}, runtimes
+
+
+def _conv_inputs(batch: int, length: int, c: int, width: int, stride: int, pad: int, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = {
+        "x": torch.randn(batch, length, generator=g, dtype=dtype) * 3 + 5,  # a mean far from zero, as above
+        "conv_weight": torch.randn(c, 1, width, generator=g, dtype=dtype) * 0.5,
+        "running_mean": torch.randn(c, generator=g, dtype=dtype),
+        "running_var": torch.rand(c, generator=g, dtype=dtype) + 0.5,
+        "weight": torch.randn(c, generator=g, dtype=dtype),
+        "bias": torch.randn(c, generator=g, dtype=dtype),
+    }
+    x64, w64 = t["x"].double().unsqueeze(1), t["conv_weight"].double()
+    z = F.conv1d(x64, w64, stride=stride, padding=pad)
+    pre = F.batch_norm(z, None, None, t["weight"].double(), t["bias"].double(), training=True)
+    grad = torch.randn(pre.shape, generator=g, dtype=dtype) * (pre.abs() > 1e-3)  # no coin flips at the kink
+    return t | {"grad": grad.unsqueeze(2).contiguous(memory_format=torch.channels_last)}
+
+
+def _run_conv(op: str, t: dict[str, torch.Tensor], stride: int, pad: int) -> dict[str, torch.Tensor]:
+    cw, w, b = (t[k].clone().requires_grad_() for k in ("conv_weight", "weight", "bias"))
+    mean, var = t["running_mean"].clone(), t["running_var"].clone()
+    if op == "fused":
+        y = fused.conv_batch_norm_relu(
+            t["x"], cw, mean, var, w, b, stride=stride, padding=pad, training=True, momentum=0.1, eps=1e-5
+        )
+    else:
+        z = F.conv1d(t["x"].unsqueeze(1), cw, stride=stride, padding=pad)
+        y = torch.relu(F.batch_norm(z, mean, var, w, b, training=True, momentum=0.1, eps=1e-5)).unsqueeze(2)
+    y.backward(t["grad"])
+    assert cw.grad is not None and w.grad is not None and b.grad is not None
+    return {"y": y, "running_mean": mean, "running_var": var, "conv.grad": cw.grad, "w.grad": w.grad, "b.grad": b.grad}
+
+
+# cnn1d's first layer for 16 cells; a stride and a width 3 with a partial last block of rows; width 7, 5 channels.
+CONV_CASES = [(128, 40, 256, 5, 1, 2), (67, 7, 24, 3, 2, 1), (2, 9, 5, 7, 1, 3)]
+
+
+@pytest.mark.parametrize(("batch", "length", "c", "width", "stride", "pad"), CONV_CASES)
+def test_the_fused_first_layer_gives_pytorch_s_numbers_and_gradients(batch, length, c, width, stride, pad):
+    t = _conv_inputs(batch, length, c, width, stride, pad)
+    ours = _run_conv("fused", t, stride, pad)
+    exact = _run_conv("pytorch", {k: v.double() for k, v in t.items()}, stride, pad)
+    pytorch_float32 = _run_conv("pytorch", t, stride, pad)
+    for name, expected in exact.items():
+        scale = expected.abs().max().item()
+        theirs = (pytorch_float32[name].double() - expected).abs().max().item()
+        error = (ours[name].double() - expected).abs().max().item()
+        assert error <= max(2 * theirs, 1e-6 * scale), (name, error, theirs)
+    assert ours["y"].shape == exact["y"].shape and ours["y"].is_contiguous(memory_format=torch.channels_last)
+    assert "_ConvBatchNormReLUBackward" in _operators(ours["y"])
+
+
+def test_the_fused_first_layer_applies_only_where_it_can():
+    t = _conv_inputs(4, 10, 8, 5, 1, 2)
+    x, cw, w = t["x"], t["conv_weight"], t["weight"]
+    assert fused.conv_batch_norm_relu_applies(x, cw, w, training=True)
+    refused = {
+        "eval mode": (x, cw, w, False),
+        "float64": (x.double(), cw.double(), w.double(), True),
+        "an input that takes a gradient": (x.clone().requires_grad_(), cw, w, True),
+        "width 4": (x, cw[..., :4], w, True),
+        "two input channels": (x, torch.cat([cw, cw], 1), w, True),
+        "no BatchNorm weight": (x, cw, None, True),
+    }
+    for what, args in refused.items():
+        assert not fused.conv_batch_norm_relu_applies(*args), what
+    with pytest.raises(ValueError, match="conv_batch_norm_relu_applies"):
+        fused.conv_batch_norm_relu(
+            x, cw, t["running_mean"], t["running_var"], w, t["bias"], stride=1, padding=2, training=False,
+            momentum=0.1, eps=1e-5,
+        )  # fmt: skip
