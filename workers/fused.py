@@ -273,7 +273,7 @@ def conv_batch_norm_relu(
     rows = _ConvBatchNormReLU.apply(
         x.contiguous(), conv_weight.flatten(1), weight, bias, running_mean, running_var, stride, padding, momentum, eps
     )
-    return rows.view(b, -1, 1, rows.shape[1]).permute(0, 3, 2, 1)
+    return rows.view(b, 1, -1, rows.shape[1]).permute(0, 3, 1, 2)  # channels-last strides, as batch_norm_relu's
 
 
 if __name__ == "__main__":  # `make install`: build the kernels ahead, or say why not

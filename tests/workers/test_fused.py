@@ -199,7 +199,9 @@ def test_the_fused_first_layer_gives_pytorch_s_numbers_and_gradients(batch, leng
         theirs = (pytorch_float32[name].double() - expected).abs().max().item()
         error = (ours[name].double() - expected).abs().max().item()
         assert error <= max(2 * theirs, 1e-6 * scale), (name, error, theirs)
-    assert ours["y"].shape == exact["y"].shape and ours["y"].is_contiguous(memory_format=torch.channels_last)
+    # Channels-last with the strides PyTorch gives such a tensor (oneDNN's convolutions pick their layout from them).
+    assert ours["y"].shape == exact["y"].shape
+    assert ours["y"].stride() == torch.empty_like(ours["y"], memory_format=torch.channels_last).stride()
     assert "_ConvBatchNormReLUBackward" in _operators(ours["y"])
 
 
