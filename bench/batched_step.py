@@ -44,7 +44,7 @@ from bench.train_throughput import matmul_peak  # noqa: E402
 from sweeps import TrainingConfig  # noqa: E402
 from workers.bundle import StackedCells  # noqa: E402
 from workers.run import keep_freed_memory  # noqa: E402
-from workers.train import Cells, OneCell, PrecisionPolicy, load_data, resolve_device  # noqa: E402
+from workers.train import Cells, OneCell, PrecisionPolicy, cross_entropies, load_data, resolve_device  # noqa: E402
 
 BASE: dict[str, Any] = {
     "dataset": "mnist1d",
@@ -61,8 +61,7 @@ def make_step(cells: Cells, k: int, compiled: bool = False) -> Step:
     """One training step of ``cells``: forward, the sum of the per-cell mean losses, backward, optimizer step."""
 
     def losses(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = cells.forward(x).reshape(k, y.shape[0], -1)
-        return F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none").view(k, -1).mean(1)
+        return cross_entropies(cells.forward(x), y, k, "mean")  # the training loop's own loss
 
     loss_fn = torch.compile(losses, dynamic=False) if compiled else losses
 

@@ -60,6 +60,7 @@ __all__ = [
     "PrecisionPolicy",
     "RunStatus",
     "StopTraining",
+    "cross_entropies",
     "load_data",
     "resolve_device",
     "steps_per_epoch",
@@ -165,9 +166,12 @@ class OneCell(Cells):
 
 
 # --- The loop ---------------------------------------------------------------------------------------------------
-def _cross_entropies(logits: Tensor, y: Tensor, k: int, reduction: Literal["mean", "sum"]) -> Tensor:
+def cross_entropies(logits: Tensor, y: Tensor, k: int, reduction: Literal["mean", "sum"]) -> Tensor:
     """Each cell's cross-entropy over the batch, shape (K,): K×B×classes logits, B labels."""
-    losses = nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none").view(k, -1)
+    # The classes as dimension 1 (cross_entropy's K×classes×B form): the log-softmax then runs across the batch, in
+    # whole vectors, instead of along rows of a few classes: forward and backward 0.13 against 0.53 ms for 16 cells
+    # of 128 examples and 10 classes, 0.08 against 0.12 for one cell (one thread).
+    losses = nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(k, -1), reduction="none")  # K×B
     return losses.mean(dim=1) if reduction == "mean" else losses.double().sum(dim=1)
 
 
@@ -180,7 +184,7 @@ def _evaluate(cells: Cells, data: Data, policy: PrecisionPolicy) -> tuple[Tensor
             x = policy.inputs(x_batch)
             with policy.forward(data.device):
                 logits = policy.logits(cells.forward(x))
-            loss_sum += _cross_entropies(logits, y, cells.k, "sum")
+            loss_sum += cross_entropies(logits, y, cells.k, "sum")
             wrong += (logits.argmax(2) != y).sum(dim=1)
     return loss_sum, wrong
 
@@ -247,7 +251,7 @@ def train_cells(
                     raise TimeLimitExceeded
                 with policy.forward(device):
                     logits = policy.logits(cells.forward(policy.inputs(x)))  # K×B×classes
-                losses = _cross_entropies(logits, y, k, "mean")
+                losses = cross_entropies(logits, y, k, "mean")
                 if check_each_step and not bool(torch.isfinite(losses)[alive].all()):
                     diverge(~torch.isfinite(losses) & alive, epoch + 1)
                     if not bool(alive.any()):
