@@ -7,8 +7,8 @@ Printed:
 - per thread count (1: what a 1-CPU trial gets; 2: this machine): ms per step of one cell and of the K-cell model,
   their ratio (how many times one cell's throughput the batched model reaches), and the batched step's achieved
   GFLOP/s (one cell's matmul and convolution FLOPs, torch's FlopCounterMode, times K) against this process's
-  float32 matmul peak at those threads; then the K-cell step with BatchNorm and ReLU unfused (PyTorch's own
-  operators instead of ``workers.fused``) and its ratio;
+  float32 matmul peak at those threads; then the K-cell step unfused (PyTorch's own convolution,
+  BatchNorm and ReLU operators instead of ``workers.fused``'s) and its ratio;
 - the batched step's operators as torch.profiler ranks them (self CPU time, 1 thread);
 - one convolution layer of the K cells (cnn1d's second: 16 → 16 channels, width 5, stride 2, 40 → 20 positions,
   batch 128) as one grouped convolution, on B×(K·C)×L and on channels-last B×(K·C)×1×L activations, forward and each
@@ -75,7 +75,7 @@ def make_step(cells: Cells, k: int, compiled: bool = False) -> Step:
 
 
 def unfused(step: Step) -> Step:
-    """``step`` with BatchNorm and ReLU as PyTorch's own operators (``workers.fused.ENABLED`` off while it runs)."""
+    """``step`` with PyTorch's own operators for what ``workers.fused`` fuses (``ENABLED`` off while it runs)."""
 
     def run(x: torch.Tensor, y: torch.Tensor) -> None:
         workers.fused.ENABLED = False
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cnn1d on MNIST-1D, batch 128, {len(batches)} steps per pass, K = {args.k}; medians of {args.rounds} rounds")
     print(f"freed memory kept for the next step (workers.run.keep_freed_memory): {'yes' if kept else 'no'}")
     fused = "built" if workers.fused.extension() is not None else "NOT available: both K-cell columns are unfused"
-    print(f"fused BatchNorm+ReLU kernels (workers.fused): {fused}")
+    print(f"fused kernels (workers.fused: BatchNorm+ReLU, the first layer): {fused}")
     print(
         f"{'threads':>7} {'one cell ms':>12} {'K cells ms':>11} {'ms/cell':>8} {'ratio':>6} {'GFLOP/s':>8} "
         f"{'% peak':>7} {'unfused ms':>11} {'ratio':>6}"

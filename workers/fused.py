@@ -6,8 +6,8 @@ Why: in cnn1d's batched step on a CPU, BatchNorm and ReLU — forward, and backw
 the convolutions between them, although their arithmetic is negligible: every operator is its own passes over
 megabytes of activations. Fused, the forward reads its input twice and writes once, the backward reads twice and
 writes once, and the ReLU's output is not kept (the backward recomputes its mask). ``bench/batched_step.py``
-times the batched step both ways: 16 cells 12.6 ms per step fused against 15.0 unfused on one thread, 8.3 against
-9.3 on two (the kernels split the rows among torch's threads).
+times the batched step both ways (the first layer below included): 16 cells 14.4 ms per step fused against 19.1
+unfused on one thread, 10.1 against 12.7 on two (the kernels split the rows among torch's threads).
 
 cnn1d's first layer convolves the one input channel, the same batch for all K cells, into K·16 channels: its output is
 5 MiB for 16 cells, its input 20 KiB. :func:`conv_batch_norm_relu` never stores the convolution's output or its
