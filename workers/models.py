@@ -72,11 +72,7 @@ def mlp(input_shape: Shape, n_classes: int) -> nn.Module:
 
 
 def _batched_batch_norm(
-    h: Tensor,
-    bn: nn.Module,
-    name: str,
-    params: dict[str, Tensor],
-    buffers: dict[str, Tensor],
+    h: Tensor, bn: nn.Module, name: str, params: dict[str, Tensor], buffers: dict[str, Tensor]
 ) -> Tensor:
     """BatchNorm over B×(K·C)×… activations with K cells' stacked statistics: per channel = per cell and channel;
     the running estimates update in place in the stacked buffers, as each cell's own module would."""
@@ -143,9 +139,8 @@ class CNN1d(nn.Module):
         fused operator over K·C channels (``workers.fused``) — per-channel statistics are per-cell statistics, and
         the running estimates update in place in the stacked buffers — and the heads are one ``baddbmm``. The first
         layer, whose one input channel is the same batch for every cell, is one fused operator from the batch to its
-        ReLU where ``workers.fused`` has it (float32 on a CPU, training). A few
-        large kernels instead of K small ones: that is what makes a bundle faster than its cells one at a time on a
-        CPU (``bench/train_throughput.py``).
+        ReLU where ``workers.fused`` has it (float32 on a CPU, training). A few large kernels instead of K small ones:
+        that is what makes a bundle faster than its cells one at a time on a CPU (``bench/train_throughput.py``).
 
         The activations are 2-D images of height 1 in channels-last memory order: oneDNN's grouped convolution and
         PyTorch's BatchNorm run several times faster on it than on B×(K·C)×L (``bench/batched_step.py``: the step
