@@ -11,8 +11,8 @@ Printed:
   BatchNorm and ReLU operators instead of ``workers.fused``'s) and its ratio;
 - the batched step's operators as torch.profiler ranks them (self CPU time, 1 thread);
 - one convolution layer of the K cells (cnn1d's second: 16 → 16 channels, width 5, stride 2, 40 → 20 positions,
-  batch 128) as one grouped convolution, on B×(K·C)×L and on channels-last B×(K·C)×1×L activations, forward and each
-  half of its backward, against K single-cell ones;
+  batch 128) as one grouped convolution, oneDNN's on B×(K·C)×L and on channels-last B×(K·C)×1×L activations and
+  ``workers.fused``'s on the latter, forward and each half of its backward, against K single-cell ones;
 - with ``--compile``, the batched step under ``torch.compile`` (inductor): its compile time and step time.
 
 The process keeps the memory a step frees (``workers.run.keep_freed_memory``, as the training loop does on a CPU);
@@ -104,13 +104,19 @@ def step_flops(step: Step, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
 
 
 def bench_kernels(k: int, rounds: int) -> None:
-    """cnn1d's second convolution for K cells: one grouped convolution on B×(K·C)×L activations, the same on
-    channels-last B×(K·C)×1×L images (what ``CNN1d.batched_forward`` runs), and K single-cell convolutions."""
+    """cnn1d's second convolution for K cells: one grouped convolution (oneDNN's) on B×(K·C)×L activations, the
+    same on channels-last B×(K·C)×1×L images, ``workers.fused``'s on those (what ``CNN1d.batched_forward`` runs where
+    the kernels are built), and K single-cell convolutions."""
     b, c, length, stride = 128, 16, 40, 2
     out_len = (length + 4 - 5) // stride + 1
     backward = torch.ops.aten.convolution_backward
 
     def conv(x: torch.Tensor, w: torch.Tensor, g: torch.Tensor, mask: list[bool]) -> Any:
+        if x.dim() == 3 and x.shape[1] == length:  # workers.fused's rows: batch × positions × channels
+            assert kernels is not None
+            if not any(mask):
+                return kernels.grouped_conv_forward(x, w, k, stride, 2)
+            return kernels.grouped_conv_backward(g, x, w, k, stride, 2, mask[0], mask[1])
         groups, two_d = x.shape[1] // c, x.dim() == 4
         st, pad = ([1, stride], [0, 2]) if two_d else ([stride], [2])
         if not any(mask):
@@ -128,9 +134,16 @@ def bench_kernels(k: int, rounds: int) -> None:
         ),
         f"{k} single": (torch.randn(b, c, length), torch.randn(c, c, 5), torch.randn(b, c, out_len), k),
     }
+    kernels = workers.fused.extension()
+    if kernels is not None:
+        kinds["wdgrid"] = (torch.randn(b, length, k * c), torch.randn(k * c, c, 5), torch.randn(b, out_len, k * c), 1)
     parts = {"forward": [False, False, False], "backward, input": [True, False, False]}
     parts["backward, weight"] = [False, True, False]
-    print(f"\none convolution layer of {k} cells (16→16 channels, width 5, stride 2, batch 128), 1 thread, ms")
+    mflop = 2 * b * out_len * k * c * c * 5 / 1e6
+    print(
+        f"\none convolution layer of {k} cells (16→16 channels, width 5, stride 2, batch 128; {mflop:.1f} MFLOP "
+        "each part), 1 thread, ms"
+    )
     print(f"{'':18} " + " ".join(f"{name:>10}" for name in kinds))
     for part, mask in parts.items():
         times: dict[str, list[float]] = {name: [] for name in kinds}

@@ -19,6 +19,17 @@
 // partial sums over fixed blocks of rows, added in double in block order: the same numbers whatever the number of
 // threads.
 //
+// The grouped convolutions between those layers (K cells side by side, each cell's C_in channels into its own C_out;
+// height 1, channels-last) are here too: oneDNN runs them at 15-30 GFLOP/s on one core of an AMD EPYC (AVX2) where its
+// ungrouped ones reach 50-70, because each group is a tiny problem (16 × 16 channels). Each convolution here is a
+// sum of small matrix products (the rows of a tile × C_in channels × 16 output channels, per tap) computed in
+// registers: a tile of up to kR output rows × 16 channels of accumulators, a broadcast input value times a vector of
+// 16 weights per multiply-add, the weights of one cell's tap (C_in × 16 floats) from L1. Forward and backward-data are
+// the same kernel (the backward-data's rows of one residue modulo the stride see the output gradient's rows one
+// apart); the weight gradient keeps a tile of (tap, input channel) pairs × 16 output channels in registers over a
+// chunk of examples copied zero-padded and contiguous. Written with GCC's vector extensions at this CPU's widest
+// vector (-march=native: 8 floats with AVX2, 16 with AVX-512), no intrinsics.
+//
 // Built on first use by workers/fused.py (torch.utils.cpp_extension, with OpenMP: torch's own runtime); float32 only.
 
 #include <ATen/Parallel.h>
@@ -274,6 +285,273 @@ std::vector<torch::Tensor> conv_backward_k(const torch::Tensor& grad_y, const to
   return {grad_w, bw.grad_gamma, bw.grad_beta};
 }
 
+
+// ---- Grouped convolutions of channels-last rows (height 1) ----
+
+#ifdef __AVX512F__
+constexpr int kLanes = 16;  // floats per machine vector
+constexpr int kTile = 12;   // rows per tile: 12 accumulators + weights + a broadcast of 32 vector registers
+#else
+constexpr int kLanes = 8;
+constexpr int kTile = 6;  // 6 rows × 2 vectors = 12 accumulators of 16 registers
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * 4)));
+typedef float VecU __attribute__((vector_size(kLanes * 4), aligned(4)));  // the same, at any float's address
+constexpr int kOut = 16;                 // output channels per block: a tile's row is kOut / kLanes vectors
+constexpr int kParts = kOut / kLanes;
+constexpr int kMaxTaps = 16;             // the widest convolution (Python checks it first)
+constexpr int64_t kChunk = 8;            // examples per chunk of the weight gradient (in L2 for 16 cells)
+
+inline Vec vload(const float* p) { return *reinterpret_cast<const VecU*>(p); }
+inline void vstore(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
+
+// f(first, size) for n rows in tiles of at most kTile, as even as possible (20 rows: 5 5 5 5, not 6 6 6 2: a tile
+// of 2 rows has too few accumulators to hide the multiply-add's latency).
+template <class F>
+void tiles(int64_t n, const F& f) {
+  const int64_t count = (n + kTile - 1) / kTile;
+  int64_t first = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t size = n / count + (i < n % count);
+    f(first, static_cast<int>(size));
+    first += size;
+  }
+}
+
+// dst[r][0:16] = Σ_t Σ_j src[t·kTile + r][off + j] · w[t][j·16 : j·16 + 16] for r < R: each tap's source rows (a
+// zero row where the tap falls in the padding) times that tap's cs × 16 weights.
+template <int R>
+inline void conv_tile(int taps, const float* const* src, int64_t off, const float* const* w, int64_t cs,
+                      float* const* dst) {
+  Vec acc[R][kParts];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kParts; ++v) acc[r][v] = Vec{};
+  for (int t = 0; t < taps; ++t) {
+    const float* s[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) s[r] = src[t * kTile + r] + off;
+    const float* wt = w[t];
+    for (int64_t j = 0; j < cs; ++j) {
+      Vec wv[kParts];
+      for (int v = 0; v < kParts; ++v) wv[v] = vload(wt + j * kOut + v * kLanes);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const float a = s[r][j];
+        for (int v = 0; v < kParts; ++v) acc[r][v] += a * wv[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kParts; ++v) vstore(dst[r] + v * kLanes, acc[r][v]);
+}
+
+template <int R = kTile>
+void conv_tile_n(int n, int taps, const float* const* src, int64_t off, const float* const* w, int64_t cs,
+                 float* const* dst) {
+  if constexpr (R > 1) {
+    if (n < R) return conv_tile_n<R - 1>(n, taps, src, off, w, cs, dst);
+  }
+  conv_tile<R>(taps, src, off, w, cs, dst);
+}
+
+// acc[r][0:16] += Σ_i x[i·step + off[r]] · gy[i][0:16] over i < count, for r < R.
+template <int R>
+inline void wgrad_tile(const float* x, const float* gy, int64_t count, int64_t step, const int64_t* off,
+                       float* acc_mem) {
+  Vec acc[R][kParts];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kParts; ++v) acc[r][v] = vload(acc_mem + r * kOut + v * kLanes);
+  for (int64_t i = 0; i < count; ++i) {
+    Vec gv[kParts];
+    for (int v = 0; v < kParts; ++v) gv[v] = vload(gy + i * kOut + v * kLanes);
+    const float* xi = x + i * step;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const float a = xi[off[r]];
+      for (int v = 0; v < kParts; ++v) acc[r][v] += a * gv[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < kParts; ++v) vstore(acc_mem + r * kOut + v * kLanes, acc[r][v]);
+}
+
+template <int R = kTile>
+void wgrad_tile_n(int n, const float* x, const float* gy, int64_t count, int64_t step, const int64_t* off,
+                  float* acc_mem) {
+  if constexpr (R > 1) {
+    if (n < R) return wgrad_tile_n<R - 1>(n, x, gy, count, step, off, acc_mem);
+  }
+  wgrad_tile<R>(x, gy, count, step, off, acc_mem);
+}
+
+// The geometry of a grouped convolution of b × len rows of groups·ci channels into groups·co channels.
+struct Grouped {
+  int64_t b, len, groups, ci, co, taps, stride, pad, lo;
+};
+
+Grouped grouped(const torch::Tensor& x, const torch::Tensor& weight, int64_t groups, int64_t stride, int64_t pad) {
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous() && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
+              "grouped_conv1d: x must be contiguous float32 CPU rows (batch × positions × channels)");
+  TORCH_CHECK(weight.dim() == 3 && weight.is_contiguous() && weight.scalar_type() == torch::kFloat,
+              "grouped_conv1d: weight must be contiguous float32 (out channels × in channels per group × width)");
+  TORCH_CHECK(groups >= 1 && x.size(2) == groups * weight.size(1) && weight.size(0) % groups == 0,
+              "grouped_conv1d: channels do not match the groups");
+  const int64_t ci = weight.size(1), co = weight.size(0) / groups, taps = weight.size(2), len = x.size(1);
+  TORCH_CHECK(ci % kOut == 0 && co % kOut == 0 && taps >= 1 && taps <= kMaxTaps && stride >= 1 && pad >= 0 &&
+                  len + 2 * pad >= taps,
+              "grouped_conv1d: channels per group must be multiples of 16, the width at most 16");
+  return {x.size(0), len, groups, ci, co, taps, stride, pad, (len + 2 * pad - taps) / stride + 1};
+}
+
+// y[b, o, g·co + c] = Σ_t Σ_j x[b, o·stride + t - pad, g·ci + j] · weight[g·co + c, j, t]. The examples split among
+// the threads; within one, a tile of output rows at a time for every cell, so that the tile's input rows (all cells'
+// channels) stay in L1.
+torch::Tensor grouped_forward(const torch::Tensor& x, const torch::Tensor& weight, const Grouped& d) {
+  const int64_t kci = d.groups * d.ci, kco = d.groups * d.co, blocks = d.co / kOut;
+  // Per cell, block of 16 output channels and tap: ci × 16 weights, the 16 side by side.
+  const auto packed = weight.view({d.groups, blocks, kOut, d.ci, d.taps}).permute({0, 1, 4, 3, 2}).contiguous();
+  auto y = torch::empty({d.b, d.lo, kco}, x.options());
+  const float* X = x.data_ptr<float>();
+  const float* W = packed.data_ptr<float>();
+  float* Y = y.data_ptr<float>();
+  const std::vector<float> zero(kci, 0.f);  // the padding's row
+  at::parallel_for(0, d.b, 1, [&](int64_t b0, int64_t b1) {
+    const float* src[kMaxTaps * kTile];
+    const float* w[kMaxTaps];
+    float* dst[kTile];
+    for (int64_t b = b0; b < b1; ++b) {
+      tiles(d.lo, [&](int64_t o0, int n) {
+        for (int r = 0; r < n; ++r) {
+          for (int64_t t = 0; t < d.taps; ++t) {
+            const int64_t row = (o0 + r) * d.stride + t - d.pad;
+            src[t * kTile + r] = row >= 0 && row < d.len ? X + (b * d.len + row) * kci : zero.data();
+          }
+        }
+        for (int64_t g = 0; g < d.groups; ++g) {
+          for (int64_t blk = 0; blk < blocks; ++blk) {
+            for (int64_t t = 0; t < d.taps; ++t) w[t] = W + ((g * blocks + blk) * d.taps + t) * d.ci * kOut;
+            for (int r = 0; r < n; ++r) dst[r] = Y + (b * d.lo + o0 + r) * kco + g * d.co + blk * kOut;
+            conv_tile_n(n, static_cast<int>(d.taps), src, g * d.ci, w, d.ci, dst);
+          }
+        }
+      });
+    }
+  });
+  return y;
+}
+
+// dL/dx[b, i, g·ci + j] = Σ over taps t with (i + pad - t) divisible by the stride, o = (i + pad - t) / stride in
+// range: Σ_c gy[b, o, g·co + c] · weight[g·co + c, j, t]. The input rows of one residue modulo the stride,
+// i = ρ + m·stride, see the output gradient's rows o = (ρ + pad - t) / stride + m: the forward's kernel, with the roles
+// of the channels swapped and the source rows one apart.
+torch::Tensor grouped_backward_input(const torch::Tensor& grad_y, const torch::Tensor& weight, const Grouped& d) {
+  const int64_t kci = d.groups * d.ci, kco = d.groups * d.co, blocks = d.ci / kOut;
+  // Per cell, block of 16 input channels and tap: co × 16 weights.
+  const auto packed = weight.view({d.groups, d.co, blocks, kOut, d.taps}).permute({0, 2, 4, 1, 3}).contiguous();
+  auto grad_x = torch::empty({d.b, d.len, kci}, grad_y.options());
+  const float* G = grad_y.data_ptr<float>();
+  const float* W = packed.data_ptr<float>();
+  float* GX = grad_x.data_ptr<float>();
+  const std::vector<float> zero(kco, 0.f);
+  at::parallel_for(0, d.b, 1, [&](int64_t b0, int64_t b1) {
+    const float* src[kMaxTaps * kTile];
+    const float* w[kMaxTaps];
+    int64_t tap[kMaxTaps];
+    float* dst[kTile];
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t rho = 0; rho < std::min(d.stride, d.len); ++rho) {
+        int taps = 0;  // the taps that reach rows of this residue (none: their gradient is 0)
+        for (int64_t t = 0; t < d.taps; ++t) {
+          if ((rho + d.pad - t) % d.stride == 0) tap[taps++] = t;
+        }
+        tiles((d.len - rho + d.stride - 1) / d.stride, [&](int64_t m0, int n) {
+          for (int r = 0; r < n; ++r) {
+            for (int q = 0; q < taps; ++q) {
+              const int64_t o = (rho + d.pad - tap[q]) / d.stride + m0 + r;  // an exact division
+              src[q * kTile + r] = o >= 0 && o < d.lo ? G + (b * d.lo + o) * kco : zero.data();
+            }
+          }
+          for (int64_t g = 0; g < d.groups; ++g) {
+            for (int64_t blk = 0; blk < blocks; ++blk) {
+              for (int q = 0; q < taps; ++q) w[q] = W + ((g * blocks + blk) * d.taps + tap[q]) * d.co * kOut;
+              for (int r = 0; r < n; ++r) {
+                dst[r] = GX + (b * d.len + rho + d.stride * (m0 + r)) * kci + g * d.ci + blk * kOut;
+              }
+              conv_tile_n(n, taps, src, g * d.co, w, d.co, dst);
+            }
+          }
+        });
+      }
+    }
+  });
+  return grad_x;
+}
+
+// dL/dweight[g·co + c, j, t] = Σ_b Σ_o gy[b, o, g·co + c] · x[b, o·stride + t - pad, g·ci + j]. The cells split
+// among the threads (each cell's sums in one order whatever their number). The examples go by in chunks of kChunk: a
+// chunk's rows are read in memory order (a thread's cells side by side: contiguous runs), each cell's slice copied
+// zero-padded (no bounds in the loop) and contiguous, as are the output gradients; then per cell, a tile of
+// (tap, input channel) pairs × 16 output channels stays in registers over the chunk's examples and positions.
+torch::Tensor grouped_backward_weight(const torch::Tensor& grad_y, const torch::Tensor& x, const Grouped& d) {
+  const int64_t kci = d.groups * d.ci, kco = d.groups * d.co, blocks = d.co / kOut, pairs = d.taps * d.ci;
+  const int64_t padded = d.len + 2 * d.pad;  // rows of an example's zero-padded input
+  auto grad_w = torch::empty({kco, d.ci, d.taps}, x.options());
+  const float* X = x.data_ptr<float>();
+  const float* G = grad_y.data_ptr<float>();
+  float* GW = grad_w.data_ptr<float>();
+  at::parallel_for(0, d.groups, 1, [&](int64_t g0, int64_t g1) {
+    const int64_t cells = g1 - g0, xsize = kChunk * padded * d.ci, gsize = kChunk * d.lo * kOut;
+    // acc: per cell and block, (tap, input channel) pairs × 16 output channels; xs: per cell, the chunk's padded
+    // inputs; gs: per cell and block, the chunk's output gradients.
+    std::vector<float> acc(cells * blocks * pairs * kOut, 0.f), xs(cells * xsize, 0.f), gs(cells * blocks * gsize);
+    int64_t off[kTile];
+    for (int64_t b0 = 0; b0 < d.b; b0 += kChunk) {
+      const int64_t nb = std::min(kChunk, d.b - b0);
+      for (int64_t b = 0; b < nb; ++b) {
+        for (int64_t row = 0; row < d.len; ++row) {
+          const float* from = X + ((b0 + b) * d.len + row) * kci + g0 * d.ci;
+          for (int64_t c = 0; c < cells; ++c) {
+            std::copy_n(from + c * d.ci, d.ci, xs.data() + c * xsize + (b * padded + d.pad + row) * d.ci);
+          }
+        }
+        for (int64_t o = 0; o < d.lo; ++o) {
+          const float* from = G + ((b0 + b) * d.lo + o) * kco + g0 * d.co;
+          for (int64_t cb = 0; cb < cells * blocks; ++cb) {  // cell c, block blk: cb = c · blocks + blk
+            std::copy_n(from + cb * kOut, kOut, gs.data() + cb * gsize + (b * d.lo + o) * kOut);
+          }
+        }
+      }
+      for (int64_t c = 0; c < cells; ++c) {
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const float* gc = gs.data() + (c * blocks + blk) * gsize;
+          tiles(pairs, [&](int64_t p0, int n) {
+            for (int r = 0; r < n; ++r) off[r] = p0 + r;  // pair (t, j) = t·ci + j: row t, channel j of a window
+            float* am = acc.data() + ((c * blocks + blk) * pairs + p0) * kOut;
+            for (int64_t b = 0; b < nb; ++b) {
+              wgrad_tile_n(n, xs.data() + c * xsize + b * padded * d.ci, gc + b * d.lo * kOut, d.lo,
+                           d.stride * d.ci, off, am);
+            }
+          });
+        }
+      }
+    }
+    for (int64_t c = 0; c < cells; ++c) {
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        for (int64_t q = 0; q < pairs; ++q) {
+          const int64_t t = q / d.ci, j = q % d.ci;
+          const float* a = acc.data() + ((c * blocks + blk) * pairs + q) * kOut;
+          for (int v = 0; v < kOut; ++v) GW[(((g0 + c) * d.co + blk * kOut + v) * d.ci + j) * d.taps + t] = a[v];
+        }
+      }
+    }
+  });
+  return grad_w;
+}
+
 }  // namespace
 
 // x: N × C rows. Returns (y, mean, invstd); updates running_mean and running_var in place.
@@ -333,9 +611,28 @@ std::vector<torch::Tensor> conv_backward(torch::Tensor grad_y, torch::Tensor x, 
   }
 }
 
+// x: batch × positions × groups·ci rows, weight: groups·co × ci × width. Returns batch × out positions × groups·co.
+torch::Tensor grouped_conv_forward(torch::Tensor x, torch::Tensor weight, int64_t groups, int64_t stride, int64_t pad) {
+  return grouped_forward(x, weight, grouped(x, weight, groups, stride, pad));
+}
+
+// Given dL/dy, returns (dL/dx, dL/dweight), each an undefined tensor unless asked for.
+std::vector<torch::Tensor> grouped_conv_backward(torch::Tensor grad_y, torch::Tensor x, torch::Tensor weight,
+                                                 int64_t groups, int64_t stride, int64_t pad, bool input_grad,
+                                                 bool weight_grad) {
+  const auto d = grouped(x, weight, groups, stride, pad);
+  TORCH_CHECK(grad_y.dim() == 3 && grad_y.size(0) == d.b && grad_y.size(1) == d.lo &&
+                  grad_y.size(2) == d.groups * d.co && grad_y.is_contiguous() && grad_y.scalar_type() == torch::kFloat,
+              "grouped_conv1d: grad_y must be contiguous float32 of the output's shape");
+  return {input_grad ? grouped_backward_input(grad_y, weight, d) : torch::Tensor(),
+          weight_grad ? grouped_backward_weight(grad_y, x, d) : torch::Tensor()};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "BatchNorm (training) + ReLU over N × C float32 rows");
   m.def("backward", &backward, "its backward: (grad_x, grad_gamma, grad_beta)");
   m.def("conv_forward", &conv_forward, "Conv1d of one shared input channel into C, then BatchNorm (training) + ReLU");
   m.def("conv_backward", &conv_backward, "its backward: (grad_weight, grad_gamma, grad_beta)");
+  m.def("grouped_conv_forward", &grouped_conv_forward, "Grouped Conv1d of channels-last rows");
+  m.def("grouped_conv_backward", &grouped_conv_backward, "its backward: (grad_x, grad_weight), undefined unless asked for");
 }

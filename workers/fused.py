@@ -14,6 +14,12 @@ cnn1d's first layer convolves the one input channel, the same batch for all K ce
 gradient: every pass recomputes the rows it needs from the input, and the backward sums the convolution's weight
 gradient in its last pass.
 
+The grouped convolutions between those layers (each cell's 16 channels into its own 16) are here too,
+:func:`grouped_conv1d`: oneDNN runs such grouped convolutions far below its ungrouped speed — on an AMD EPYC (AVX2)
+core 15-30 GFLOP/s, its convolutions of layers 2 and 3 more than half of the batched step — because each group is a
+tiny problem; these kernels keep a tile of output rows × 16 channels in registers and reach 45-70 GFLOP/s there, forward
+and backward (``bench/batched_step.py`` prints both).
+
 The kernels are C++ built for this machine's CPU on first use (``torch.utils.cpp_extension``: a C++ compiler and
 ninja; ~30 s, once per machine and source version, kept in torch's extensions folder, ``TORCH_EXTENSIONS_DIR``).
 ``make run`` and ``make test`` build them ahead (``make kernels``: ``python -m workers.fused``), so that no trial
@@ -38,7 +44,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ENABLED", "batch_norm_relu", "conv_batch_norm_relu", "conv_batch_norm_relu_applies", "extension"]
+__all__ = [
+    "ENABLED",
+    "batch_norm_relu",
+    "conv_batch_norm_relu",
+    "conv_batch_norm_relu_applies",
+    "extension",
+    "grouped_conv1d",
+    "grouped_conv1d_applies",
+]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +201,30 @@ class _ConvBatchNormReLU(torch.autograd.Function):
         return (None, *grads, None, None, None, None, None, None)
 
 
+class _GroupedConv(torch.autograd.Function):
+    """A grouped Conv1d of batch × positions × (groups·C_in) rows into batch × out positions × (groups·C_out)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, stride: int, padding: int) -> Tensor:
+        kernels = extension()
+        assert kernels is not None
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = groups, stride, padding
+        y: Tensor = kernels.grouped_conv_forward(x, weight, groups, stride, padding)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        kernels = extension()
+        assert kernels is not None
+        x, weight = ctx.saved_tensors
+        input_grad, weight_grad = ctx.needs_input_grad[:2]
+        grad_x, grad_w = kernels.grouped_conv_backward(
+            grad_y.contiguous(), x, weight, *ctx.geometry, input_grad, weight_grad
+        )
+        return (grad_x if input_grad else None, grad_w if weight_grad else None, None, None, None)
+
+
 def _fusable(x: Tensor, weight: Tensor | None, bias: Tensor | None, training: bool) -> bool:
     return (
         ENABLED
@@ -274,6 +312,45 @@ def conv_batch_norm_relu(
         x.contiguous(), conv_weight.flatten(1), weight, bias, running_mean, running_var, stride, padding, momentum, eps
     )
     return rows.view(b, 1, -1, rows.shape[1]).permute(0, 3, 1, 2)  # channels-last strides, as batch_norm_relu's
+
+
+def grouped_conv1d_applies(x: Tensor, weight: Tensor, *, groups: int, stride: int, padding: int) -> bool:
+    """Whether :func:`grouped_conv1d` runs for ``x`` (B × (groups·C_in) × 1 × L, channels-last) and ``weight``
+    ((groups·C_out) × C_in × width): float32 on the CPU, C_in and C_out multiples of 16, width at most 16, where the
+    kernels are built. Where not, run ``torch.nn.functional.conv2d``."""
+    return (
+        ENABLED
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and x.dim() == 4
+        and x.shape[2] == 1
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and weight.dim() == 3
+        and groups >= 1
+        and stride >= 1
+        and x.shape[1] == groups * weight.shape[1]
+        and weight.shape[0] % groups == 0
+        and weight.shape[1] % 16 == 0
+        and (weight.shape[0] // groups) % 16 == 0
+        and 1 <= weight.shape[2] <= 16
+        and padding >= 0
+        and x.shape[3] + 2 * padding >= weight.shape[2]
+        and x.shape[0] > 0
+        and extension() is not None
+    )
+
+
+def grouped_conv1d(x: Tensor, weight: Tensor, *, groups: int, stride: int, padding: int) -> Tensor:
+    """``conv2d(x, weight.unsqueeze(2), stride=(1, stride), padding=(0, padding), groups=groups)`` — a grouped Conv1d
+    (no bias) of a height-1 channels-last ``x`` B × (groups·C_in) × 1 × L with ``weight`` (groups·C_out) × C_in ×
+    width — where :func:`grouped_conv1d_applies`; returns B × (groups·C_out) × 1 × L_out, channels-last. Equals
+    PyTorch's up to float rounding (the sums in another order); the same numbers whatever the number of threads."""
+    if not grouped_conv1d_applies(x, weight, groups=groups, stride=stride, padding=padding):
+        raise ValueError("grouped_conv1d: not for these inputs (see grouped_conv1d_applies)")
+    b, _, _, length = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(b, length, -1)  # a view: channels-last memory is rows of channels
+    y = _GroupedConv.apply(rows, weight.contiguous(), groups, stride, padding)
+    return y.view(b, 1, y.shape[1], y.shape[2]).permute(0, 3, 1, 2)
 
 
 if __name__ == "__main__":  # `make install`: build the kernels ahead, or say why not

@@ -28,7 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from sweeps import load_plugin
-from workers.fused import batch_norm_relu, conv_batch_norm_relu, conv_batch_norm_relu_applies
+from workers.fused import (
+    batch_norm_relu,
+    conv_batch_norm_relu,
+    conv_batch_norm_relu_applies,
+    grouped_conv1d,
+    grouped_conv1d_applies,
+)
 
 __all__ = ["MODELS", "build_model", "count_parameters"]
 
@@ -49,7 +55,8 @@ class MLP(nn.Sequential):
         ``x`` is one batch shared by all cells; returns K×B×classes logits.
 
         The first layer sees the same input in every cell, so it is one matmul against the K cells' weights side by
-        side (B×(K·H)); the others are one ``baddbmm`` each (K×B×H). Three large kernels instead of 3·K small ones.
+        side (B×(K·H)); the others are one ``baddbmm`` each (``_stacked_linear``). Three large kernels instead of 3·K
+        small ones.
         """
         del buffers  # no BatchNorm: nothing to update
         linears = [i for i, m in enumerate(self) if isinstance(m, nn.Linear)]
@@ -59,8 +66,20 @@ class MLP(nn.Sequential):
         h = torch.addmm(b.reshape(-1), x.flatten(1), w.reshape(k * hidden, -1).T)  # B×(K·H)
         h = h.view(h.shape[0], k, hidden).transpose(0, 1)  # K×B×H
         for i in linears[1:]:
-            h = torch.baddbmm(params[f"{i}.bias"].unsqueeze(1), torch.relu(h), params[f"{i}.weight"].mT)
+            h = _stacked_linear(torch.relu(h), params[f"{i}.weight"], params[f"{i}.bias"])
         return h
+
+
+def _stacked_linear(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """K linear layers at once: ``h`` K×B×in, ``weight`` K×out×in, ``bias`` K×out; returns K×B×out, a transposed
+    view of weight·hᵀ + bias (K×out×B).
+
+    Why transposed: the backward's products then come in the layouts MKL runs fast. Computed as h·weightᵀ, the weight's
+    gradient is hᵀ·grad with hᵀ a strided view, which took 2.3 ms per step for cnn1d's 16 heads on an AMD EPYC core
+    against 0.2 ms for grad·h here (``bench/batched_step.py``'s profile); the loss takes its logits as K×classes×B
+    anyway (``workers.train.cross_entropies``), which this view already is in memory.
+    """
+    return torch.baddbmm(bias.unsqueeze(2), weight, h.mT).mT
 
 
 def mlp(input_shape: Shape, n_classes: int) -> nn.Module:
@@ -135,12 +154,14 @@ class CNN1d(nn.Module):
         dimension K; ``x`` is one B×L batch shared by all cells; returns K×B×classes logits.
 
         The same arithmetic as ``forward``, with the K cells side by side as channel groups: activations are
-        B×(K·C)×1×L, each convolution is one grouped convolution (groups = K), each BatchNorm with its ReLU is one
-        fused operator over K·C channels (``workers.fused``) — per-channel statistics are per-cell statistics, and
-        the running estimates update in place in the stacked buffers — and the heads are one ``baddbmm``. The first
-        layer, whose one input channel is the same batch for every cell, is one fused operator from the batch to its
-        ReLU where ``workers.fused`` has it (float32 on a CPU, training). A few large kernels instead of K small ones:
-        that is what makes a bundle faster than its cells one at a time on a CPU (``bench/train_throughput.py``).
+        B×(K·C)×1×L, each convolution is one grouped convolution (groups = K; ``workers.fused``'s kernels where they
+        apply, as oneDNN's grouped convolutions are slow on AVX2 CPUs), each BatchNorm with its ReLU is one fused
+        operator over K·C channels (``workers.fused``) — per-channel statistics are per-cell statistics, and the
+        running estimates update in place in the stacked buffers — and the heads are one ``baddbmm``
+        (``_stacked_linear``). The first layer, whose one input channel is the same batch for every cell, is one fused
+        operator from the batch to its ReLU where ``workers.fused`` has it (float32 on a CPU, training). A few large
+        kernels instead of K small ones: that is what makes a bundle faster than its cells one at a time on a CPU
+        (``bench/train_throughput.py``).
 
         The activations are 2-D images of height 1 in channels-last memory order: oneDNN's grouped convolution and
         PyTorch's BatchNorm run several times faster on it than on B×(K·C)×L (``bench/batched_step.py``: the step
@@ -166,19 +187,23 @@ class CNN1d(nn.Module):
                     # convolution.
                     h = x.view(x.shape[0], 1, 1, -1).expand(-1, k, -1, -1)
                     h = h.contiguous(memory_format=torch.channels_last)
-                h = nn.functional.conv2d(
-                    h,
-                    w.unsqueeze(2).contiguous(memory_format=torch.channels_last),  # (K·C_out)×C_in×1×width
-                    stride=(1, conv.stride[0]),
-                    padding=(0, pad[0]),
-                    groups=k,
-                )
+                geometry = {"groups": k, "stride": conv.stride[0], "padding": pad[0]}
+                if grouped_conv1d_applies(h, w, **geometry):
+                    h = grouped_conv1d(h, w, **geometry)  # workers.fused: several times oneDNN's speed on AVX2
+                else:
+                    h = nn.functional.conv2d(
+                        h,
+                        w.unsqueeze(2).contiguous(memory_format=torch.channels_last),  # (K·C_out)×C_in×1×width
+                        stride=(1, conv.stride[0]),
+                        padding=(0, pad[0]),
+                        groups=k,
+                    )
                 h = batch_norm_relu(h, **norm)
             _count_batch(bn, f"features.{i + 1}", buffers)
         assert h is not None
         # Each cell's features in the module's own (C, L) flattening order, cells first.
         h = h.reshape(h.shape[0], k, -1).transpose(0, 1)  # K×B×(C·L)
-        return torch.baddbmm(params["head.bias"].unsqueeze(1), h, params["head.weight"].mT)
+        return _stacked_linear(h, params["head.weight"], params["head.bias"])
 
 
 def cnn1d(input_shape: Shape, n_classes: int) -> nn.Module:
@@ -212,7 +237,7 @@ class DigitsCNN(nn.Sequential):
             elif isinstance(layer, nn.Linear):
                 # Each cell's features in the module's own (C, H, W) flattening order, cells first.
                 h = h.reshape(h.shape[0], k, -1).transpose(0, 1)  # K×B×(C·H·W)
-                h = torch.baddbmm(params[f"{i}.bias"].unsqueeze(1), h, params[f"{i}.weight"].mT)
+                h = _stacked_linear(h, params[f"{i}.weight"], params[f"{i}.bias"])
             elif not isinstance(layer, nn.Flatten):
                 raise TypeError(f"DigitsCNN cannot batch a {type(layer).__name__}")
         return h

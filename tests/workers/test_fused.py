@@ -224,3 +224,97 @@ def test_the_fused_first_layer_applies_only_where_it_can():
             x, cw, t["running_mean"], t["running_var"], w, t["bias"], stride=1, padding=2, training=False,
             momentum=0.1, eps=1e-5,
         )  # fmt: skip
+
+
+def _grouped_inputs(
+    batch: int, length: int, groups: int, c_in: int, c_out: int, width: int, stride: int, pad: int
+) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, groups * c_in, 1, length, generator=g).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(groups * c_out, c_in, width, generator=g) / (c_in * width) ** 0.5
+    out_len = (length + 2 * pad - width) // stride + 1
+    grad = torch.randn(batch, groups * c_out, 1, out_len, generator=g).contiguous(memory_format=torch.channels_last)
+    return {"x": x, "weight": weight, "grad": grad}
+
+
+def _run_grouped(op: str, t: dict[str, torch.Tensor], groups: int, stride: int, pad: int) -> dict[str, torch.Tensor]:
+    x, w = t["x"].clone().requires_grad_(), t["weight"].clone().requires_grad_()
+    if op == "fused":
+        y = fused.grouped_conv1d(x, w, groups=groups, stride=stride, padding=pad)
+    else:
+        y = F.conv2d(x, w.unsqueeze(2), stride=(1, stride), padding=(0, pad), groups=groups)
+    y.backward(t["grad"])
+    assert x.grad is not None and w.grad is not None
+    return {"y": y, "x.grad": x.grad, "w.grad": w.grad}
+
+
+# (batch, length, groups, c_in, c_out, width, stride, pad): cnn1d's layers 2 and 3 for 16 cells; 32 outputs per
+# group, stride 1; 32 inputs, width 7, stride 3 (a residue no tap reaches); no padding; padding wider than the
+# input (output positions that see only zeros); one group.
+GROUPED_CASES = [
+    (128, 40, 16, 16, 16, 5, 2, 2),
+    (128, 20, 16, 16, 16, 5, 2, 2),
+    (7, 13, 3, 16, 32, 3, 1, 1),
+    (5, 9, 2, 32, 16, 7, 3, 3),
+    (4, 11, 2, 16, 16, 5, 1, 0),
+    (3, 4, 2, 16, 16, 3, 1, 5),
+    (2, 6, 1, 16, 16, 2, 4, 0),
+]
+
+
+@pytest.mark.parametrize(("batch", "length", "groups", "c_in", "c_out", "width", "stride", "pad"), GROUPED_CASES)
+def test_the_grouped_convolution_gives_pytorch_s_numbers_and_gradients(
+    batch, length, groups, c_in, c_out, width, stride, pad
+):
+    t = _grouped_inputs(batch, length, groups, c_in, c_out, width, stride, pad)
+    ours = _run_grouped("fused", t, groups, stride, pad)
+    exact = _run_grouped("pytorch", {k: v.double() for k, v in t.items()}, groups, stride, pad)
+    pytorch_float32 = _run_grouped("pytorch", t, groups, stride, pad)
+    for name, expected in exact.items():
+        # Float32 sums in another order than oneDNN's: within a few times its rounding of the same sums.
+        scale = expected.abs().max().item()
+        theirs = (pytorch_float32[name].double() - expected).abs().max().item()
+        error = (ours[name].double() - expected).abs().max().item()
+        assert error <= max(4 * theirs, 1e-6 * scale), (name, error, theirs)
+    assert ours["y"].shape == exact["y"].shape
+    assert ours["y"].stride() == torch.empty_like(ours["y"], memory_format=torch.channels_last).stride()
+    assert "_GroupedConvBackward" in _operators(ours["y"])
+
+
+def test_the_grouped_convolution_s_numbers_do_not_depend_on_the_number_of_threads():
+    before = torch.get_num_threads()
+    runs = {}
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs[threads] = [
+                _run_grouped("fused", _grouped_inputs(*case), *case[2:3], *case[-2:]) for case in GROUPED_CASES[:3]
+            ]
+    finally:
+        torch.set_num_threads(before)
+    for threads in (2, 3):
+        for ours, one in zip(runs[threads], runs[1], strict=True):
+            for name, expected in one.items():
+                assert torch.equal(ours[name], expected), (threads, name)
+
+
+def test_the_grouped_convolution_applies_only_where_it_can():
+    t = _grouped_inputs(4, 10, 2, 16, 16, 5, 1, 2)
+    x, w = t["x"], t["weight"]
+    geometry = {"groups": 2, "stride": 1, "padding": 2}
+    assert fused.grouped_conv1d_applies(x, w, **geometry)
+    refused = {
+        "float64": (x.double(), w.double(), geometry),
+        "not channels-last": (x.contiguous(), w, geometry),
+        "height 2": (torch.cat([x, x], 2).contiguous(memory_format=torch.channels_last), w, geometry),
+        "8 input channels per group": (x[:, :16].contiguous(memory_format=torch.channels_last), w[:, :8], geometry),
+        "8 output channels per group": (x, w[:16], geometry),
+        "width 17": (x, torch.cat([w, w, w, w], 2)[..., :17], geometry),
+        "groups that do not divide the channels": (x, w, geometry | {"groups": 3}),
+        "stride 0": (x, w, geometry | {"stride": 0}),
+        "the input shorter than the width": (x[..., :2], w, geometry | {"padding": 1}),
+    }
+    for what, (xx, ww, geo) in refused.items():
+        assert not fused.grouped_conv1d_applies(xx, ww, **geo), what
+    with pytest.raises(ValueError, match="grouped_conv1d_applies"):
+        fused.grouped_conv1d(x, w[:16], **geometry)
