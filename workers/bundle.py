@@ -140,8 +140,8 @@ def batchable(config: TrainingConfig, data: Data) -> str:
 
 
 def cpu_chunk(config: TrainingConfig, data: Data) -> int:
-    """Cells per batched model on a CPU: the model's own ``cpu_chunk`` where it has one (measured best for it:
-    ``cnn1d``'s is 8), else ``CPU_CHUNK``. Larger bundles train in chunks of this size, one after another."""
+    """Cells per batched model on a CPU: the model's own ``cpu_chunk`` where it has one (measured best for it), else
+    ``CPU_CHUNK``. Larger bundles train in chunks of this size, one after another."""
     return _checked(config, data)[1]
 
 

@@ -127,10 +127,11 @@ def _count_batch(bn: nn.Module, name: str, buffers: dict[str, Tensor]) -> None:
 class CNN1d(nn.Module):
     """Three Conv1d(k=5, 16 channels) + BatchNorm + ReLU layers (the last two with stride 2), then a linear head."""
 
-    # Cells per batched model on a CPU (``workers.bundle.cpu_chunk``). bench/batched_step.py on one core, four pairs
-    # of runs alternating K = 16 and K = 8: 1.32 ms per cell and step at 8 against 1.39 at 16 on average (single runs
-    # vary by ±30 % on the development machine, so the edge is small), and half the activations' memory.
-    cpu_chunk: Final = 8
+    # Cells per batched model on a CPU (``workers.bundle.cpu_chunk``). bench/batched_step.py on one core of an AMD
+    # EPYC, two pairs of runs alternating K = 8 and K = 16 with workers.fused's grouped convolutions: 1.11 and 1.14 ms
+    # per cell and step at 16 against 1.59 and 1.30 at 8 (before those kernels, on a Xeon, 8 and 16 were within the
+    # noise of each other).
+    cpu_chunk: Final = 16
 
     def __init__(self, length: int, n_classes: int, channels: int = 16) -> None:
         super().__init__()
