@@ -303,6 +303,18 @@ constexpr int kMaxTaps = 16;             // the widest convolution (Python check
 constexpr int64_t kChunk = 8;            // examples per chunk of the weight gradient (in L2 for 16 cells)
 
 inline Vec vload(const float* p) { return *reinterpret_cast<const VecU*>(p); }
+
+// Asks for columns [col, col + width) of rows [first, last) of a rows × row_len array (clipped to its rows) to be
+// brought into cache, a 64-byte line at a time. The kernels read a cell's slice of each row, one line for 16
+// channels, from a tensor the previous operator wrote: without this, on inputs not in cache, the forward ran 2.6 ms
+// against 1.5 ms with it, the backward-data 2.1 against 1.8 (cnn1d's second layer, one thread; the weight gradient,
+// which reads its rows in order, gained nothing).
+inline void prefetch_rows(const float* base, int64_t first, int64_t last, int64_t rows, int64_t row_len, int64_t col,
+                          int64_t width) {
+  for (int64_t row = std::max<int64_t>(first, 0); row < std::min(last, rows); ++row) {
+    for (int64_t c = 0; c < width; c += 16) __builtin_prefetch(base + row * row_len + col + c);
+  }
+}
 inline void vstore(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
 
 // f(first, size) for n rows in tiles of at most kTile, as even as possible (20 rows: 5 5 5 5, not 6 6 6 2: a tile
@@ -431,7 +443,11 @@ torch::Tensor grouped_forward(const torch::Tensor& x, const torch::Tensor& weigh
             src[t * kTile + r] = row >= 0 && row < d.len ? X + (b * d.len + row) * kci : zero.data();
           }
         }
+        // The next tile's input rows (the next example's first ones after the last tile): cell g's line of each
+        // while this tile works on cell g.
+        const int64_t next = o0 + n < d.lo ? b * d.len + (o0 + n) * d.stride - d.pad : (b + 1) * d.len - d.pad;
         for (int64_t g = 0; g < d.groups; ++g) {
+          prefetch_rows(X, next, next + n * d.stride + d.taps, d.b * d.len, kci, g * d.ci, d.ci);
           for (int64_t blk = 0; blk < blocks; ++blk) {
             for (int64_t t = 0; t < d.taps; ++t) w[t] = W + ((g * blocks + blk) * d.taps + t) * d.ci * kOut;
             for (int r = 0; r < n; ++r) dst[r] = Y + (b * d.lo + o0 + r) * kco + g * d.co + blk * kOut;
@@ -468,7 +484,11 @@ torch::Tensor grouped_backward_input(const torch::Tensor& grad_y, const torch::T
         for (int64_t t = 0; t < d.taps; ++t) {
           if ((rho + d.pad - t) % d.stride == 0) tap[taps++] = t;
         }
-        tiles((d.len - rho + d.stride - 1) / d.stride, [&](int64_t m0, int n) {
+        const int64_t rows = (d.len - rho + d.stride - 1) / d.stride;
+        tiles(rows, [&](int64_t m0, int n) {
+          // While the first residue's tiles run, the next example's output-gradient rows, as many as they cover
+          // (the last tile the rest), cell g's line of each while this tile works on cell g.
+          const int64_t ahead = rho > 0 ? 0 : (m0 + n < rows ? n : d.lo - m0);
           for (int r = 0; r < n; ++r) {
             for (int q = 0; q < taps; ++q) {
               const int64_t o = (rho + d.pad - tap[q]) / d.stride + m0 + r;  // an exact division
@@ -476,6 +496,8 @@ torch::Tensor grouped_backward_input(const torch::Tensor& grad_y, const torch::T
             }
           }
           for (int64_t g = 0; g < d.groups; ++g) {
+            const int64_t next = (b + 1) * d.lo + m0;
+            prefetch_rows(G, next, next + ahead, d.b * d.lo, kco, g * d.co, d.co);
             for (int64_t blk = 0; blk < blocks; ++blk) {
               for (int q = 0; q < taps; ++q) w[q] = W + ((g * blocks + blk) * d.taps + tap[q]) * d.co * kOut;
               for (int r = 0; r < n; ++r) {
@@ -634,5 +656,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_forward", &conv_forward, "Conv1d of one shared input channel into C, then BatchNorm (training) + ReLU");
   m.def("conv_backward", &conv_backward, "its backward: (grad_weight, grad_gamma, grad_beta)");
   m.def("grouped_conv_forward", &grouped_conv_forward, "Grouped Conv1d of channels-last rows");
-  m.def("grouped_conv_backward", &grouped_conv_backward, "its backward: (grad_x, grad_weight), undefined unless asked for");
+  m.def("grouped_conv_backward", &grouped_conv_backward, "its backward: (grad_x, grad_weight), each if asked for");
 }
