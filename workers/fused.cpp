@@ -368,22 +368,27 @@ void conv_tile_n(int n, int taps, const float* const* src, int64_t off, const fl
   conv_tile<R>(taps, src, off, w, cs, dst);
 }
 
-// acc[r][0:16] += Σ_i x[i·step + off[r]] · gy[i][0:16] over i < count, for r < R.
+// acc[r][0:16] += Σ_e Σ_i x[e·x_example + i·step + off[r]] · gy[(e·count + i)·16 + 0:16] over e < examples,
+// i < count, for r < R: the accumulators stay in registers over all the examples.
 template <int R>
-inline void wgrad_tile(const float* x, const float* gy, int64_t count, int64_t step, const int64_t* off,
-                       float* acc_mem) {
+inline void wgrad_tile(const float* x, int64_t x_example, const float* gy, int64_t examples, int64_t count,
+                       int64_t step, const int64_t* off, float* acc_mem) {
   Vec acc[R][kParts];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < kParts; ++v) acc[r][v] = vload(acc_mem + r * kOut + v * kLanes);
-  for (int64_t i = 0; i < count; ++i) {
-    Vec gv[kParts];
-    for (int v = 0; v < kParts; ++v) gv[v] = vload(gy + i * kOut + v * kLanes);
-    const float* xi = x + i * step;
+  for (int64_t e = 0; e < examples; ++e) {
+    const float* xe = x + e * x_example;
+    const float* ge = gy + e * count * kOut;
+    for (int64_t i = 0; i < count; ++i) {
+      Vec gv[kParts];
+      for (int v = 0; v < kParts; ++v) gv[v] = vload(ge + i * kOut + v * kLanes);
+      const float* xi = xe + i * step;
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const float a = xi[off[r]];
-      for (int v = 0; v < kParts; ++v) acc[r][v] += a * gv[v];
+      for (int r = 0; r < R; ++r) {
+        const float a = xi[off[r]];
+        for (int v = 0; v < kParts; ++v) acc[r][v] += a * gv[v];
+      }
     }
   }
 #pragma GCC unroll 16
@@ -392,12 +397,12 @@ inline void wgrad_tile(const float* x, const float* gy, int64_t count, int64_t s
 }
 
 template <int R = kTile>
-void wgrad_tile_n(int n, const float* x, const float* gy, int64_t count, int64_t step, const int64_t* off,
-                  float* acc_mem) {
+void wgrad_tile_n(int n, const float* x, int64_t x_example, const float* gy, int64_t examples, int64_t count,
+                  int64_t step, const int64_t* off, float* acc_mem) {
   if constexpr (R > 1) {
-    if (n < R) return wgrad_tile_n<R - 1>(n, x, gy, count, step, off, acc_mem);
+    if (n < R) return wgrad_tile_n<R - 1>(n, x, x_example, gy, examples, count, step, off, acc_mem);
   }
-  wgrad_tile<R>(x, gy, count, step, off, acc_mem);
+  wgrad_tile<R>(x, x_example, gy, examples, count, step, off, acc_mem);
 }
 
 // The geometry of a grouped convolution of b × len rows of groups·ci channels into groups·co channels.
@@ -553,10 +558,7 @@ torch::Tensor grouped_backward_weight(const torch::Tensor& grad_y, const torch::
           tiles(pairs, [&](int64_t p0, int n) {
             for (int r = 0; r < n; ++r) off[r] = p0 + r;  // pair (t, j) = t·ci + j: row t, channel j of a window
             float* am = acc.data() + ((c * blocks + blk) * pairs + p0) * kOut;
-            for (int64_t b = 0; b < nb; ++b) {
-              wgrad_tile_n(n, xs.data() + c * xsize + b * padded * d.ci, gc + b * d.lo * kOut, d.lo,
-                           d.stride * d.ci, off, am);
-            }
+            wgrad_tile_n(n, xs.data() + c * xsize, padded * d.ci, gc, nb, d.lo, d.stride * d.ci, off, am);
           });
         }
       }
