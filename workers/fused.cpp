@@ -224,12 +224,33 @@ inline void sweep(const Rows& rows, int64_t i0, int64_t i1, int64_t c, float* p,
   }
 }
 
-// The forward over n rows: returns (y: n × C, mean, invstd); updates running_mean and running_var in place
-// (unbiased variance), as torch.nn.functional.batch_norm does in training mode.
+// Where the output's (and its gradient's) row i, channel j is: rows × C, one row contiguous (groups = 1), or each
+// group of C / groups channels as its own rows × (C / groups) block, the groups one after the other (groups × rows ×
+// C / groups: cnn1d's last layer, each cell's features as its linear head reads them, which saved the copy between
+// the two, forward and backward: 0.8 ms of 11 per step for 16 cells).
+struct Layout {
+  std::vector<int64_t> col;  // channel j's place in row 0
+  int64_t row;               // from one row to the next
+  int64_t at(int64_t i, int64_t j) const { return col[j] + i * row; }
+};
+
+Layout layout(int64_t n, int64_t c, int64_t groups) {
+  // A slab of channels (sweep) in one group, so contiguous there.
+  TORCH_CHECK(groups >= 1 && c % groups == 0 && (groups == 1 || (c / groups) % kLanes == 0),
+              "batch_norm_relu: channels per group must be a multiple of ", kLanes);
+  const int64_t cg = c / groups;
+  Layout out{std::vector<int64_t>(c), cg};
+  for (int64_t j = 0; j < c; ++j) out.col[j] = (j / cg) * n * cg + j % cg;
+  return out;
+}
+
+// The forward over n rows: returns (y: groups × n × C / groups as laid out by layout(n, C, groups), mean, invstd);
+// updates running_mean and running_var in place (unbiased variance), as torch.nn.functional.batch_norm does in
+// training mode.
 template <class Rows>
 std::vector<torch::Tensor> normalize(const Rows& rows, int64_t n, int64_t c, const torch::Tensor& gamma,
                                      const torch::Tensor& beta, torch::Tensor& running_mean,
-                                     torch::Tensor& running_var, double momentum, double eps) {
+                                     torch::Tensor& running_var, double momentum, double eps, int64_t groups = 1) {
   TORCH_CHECK(n > 1, "batch_norm_relu: expected more than 1 value per channel when training");
   const auto options = gamma.options();
   // Sums of (x - shift) and its square, shifted by the first row: no cancellation when the mean dwarfs the spread.
@@ -260,13 +281,14 @@ std::vector<torch::Tensor> normalize(const Rows& rows, int64_t n, int64_t c, con
     RV[j] = static_cast<float>((1 - momentum) * RV[j] + momentum * var * n / (n - 1));
     a[j] = I[j] * G[j];
   }
-  auto y = torch::empty({n, c}, options);
+  const auto out = layout(n, c, groups);
+  auto y = torch::empty({groups, n, c / groups}, options);
   float* Y = y.data_ptr<float>();
   const float* A = a.data();
   each_block(n, [&](int64_t i0, int64_t i1) {
     sweep<0>(rows, i0, i1, c, nullptr, [&]<class T>(T*, const auto& blk, int64_t i, int64_t j) {
       const T v = pre(blk.template at<T>(i, j), load<T>(M + j), load<T>(A + j), load<T>(B + j));
-      store(Y + i * c + j, where_positive(v, v));
+      store(Y + out.at(i, j), where_positive(v, v));
     });
   });
   return {y, mean, invstd};
@@ -280,8 +302,9 @@ struct Backward {
 };
 
 template <class Rows>
-Backward backward_sums(const Rows& rows, const float* GY, int64_t n, int64_t c, const torch::Tensor& gamma,
-                       const torch::Tensor& beta, const torch::Tensor& mean, const torch::Tensor& invstd) {
+Backward backward_sums(const Rows& rows, const float* GY, const Layout& gy, int64_t n, int64_t c,
+                       const torch::Tensor& gamma, const torch::Tensor& beta, const torch::Tensor& mean,
+                       const torch::Tensor& invstd) {
   const float* G = gamma.data_ptr<float>();
   const float* B = beta.data_ptr<float>();
   const float* M = mean.data_ptr<float>();
@@ -294,7 +317,7 @@ Backward backward_sums(const Rows& rows, const float* GY, int64_t n, int64_t c, 
   const auto sums = block_sums(n, 2 * c, [&](int64_t i0, int64_t i1, float* p) {
     sweep<2>(rows, i0, i1, c, p, [&]<class T>(T* acc, const auto& blk, int64_t i, int64_t j) {
       const T m = load<T>(M + j), xi = blk.template at<T>(i, j);
-      const T gm = where_positive(pre(xi, m, load<T>(A + j), load<T>(B + j)), load<T>(GY + i * c + j));
+      const T gm = where_positive(pre(xi, m, load<T>(A + j), load<T>(B + j)), load<T>(GY + gy.at(i, j)));
       acc[0] += gm;
       acc[1] += gm * (xi - m);
     });
@@ -309,18 +332,6 @@ Backward backward_sums(const Rows& rows, const float* GY, int64_t n, int64_t c, 
     out.k3[j] = static_cast<float>(static_cast<double>(I[j]) * I[j] * sums[c + j] / n);
   }
   return out;
-}
-
-// dL/dx for row i's C channels into dx, from the row x and its gradient g.
-inline void grad_row(const float* x, const float* g, const Backward& bw, const float* M, const float* B, int64_t c,
-                     float* dx) {
-  const float *a = bw.a.data(), *k1 = bw.k1.data(), *k2 = bw.k2.data(), *k3 = bw.k3.data();
-#pragma omp simd
-  for (int64_t j = 0; j < c; ++j) {
-    const float gj = g[j];  // loaded unconditionally: a load under the condition would not vectorize
-    const float gm = pre(x[j], M[j], a[j], B[j]) > 0.f ? gj : 0.f;
-    dx[j] = k1[j] * (gm - k2[j] - (x[j] - M[j]) * k3[j]);
-  }
 }
 
 template <int KW>
@@ -341,7 +352,9 @@ std::vector<torch::Tensor> conv_forward_k(const torch::Tensor& x, const torch::T
                                           double eps) {
   const auto wt = weight.t().contiguous();  // KW × C: a tap's weights for all channels side by side
   const auto rows = convolved<KW>(x, wt, stride, pad);
-  return normalize(rows, x.size(0) * rows.lo, rows.c, gamma, beta, running_mean, running_var, momentum, eps);
+  auto out = normalize(rows, x.size(0) * rows.lo, rows.c, gamma, beta, running_mean, running_var, momentum, eps);
+  out[0] = out[0].view({-1, rows.c});  // one group: the rows
+  return out;
 }
 
 template <int KW>
@@ -700,32 +713,40 @@ torch::Tensor grouped_backward_weight(const torch::Tensor& grad_y, const torch::
 
 }  // namespace
 
-// x: N × C rows. Returns (y, mean, invstd); updates running_mean and running_var in place.
+// x: N × C rows. Returns (y: groups × N × C / groups, see Layout; mean, invstd); updates running_mean and
+// running_var in place.
 std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor gamma, torch::Tensor beta, torch::Tensor running_mean,
-                                   torch::Tensor running_var, double momentum, double eps) {
+                                   torch::Tensor running_var, double momentum, double eps, int64_t groups) {
   TORCH_CHECK(x.dim() == 2, "batch_norm_relu: x must be 2-D (rows × channels)");
   check(x, 2, {gamma, beta, running_mean, running_var}, x.size(1));
   return normalize(StoredRows{x.data_ptr<float>(), x.size(1)}, x.size(0), x.size(1), gamma, beta, running_mean,
-                   running_var, momentum, eps);
+                   running_var, momentum, eps, groups);
 }
 
-// Given dL/dy, returns (dL/dx, dL/dgamma, dL/dbeta).
+// Given dL/dy (laid out as y), returns (dL/dx: N × C, dL/dgamma, dL/dbeta).
 std::vector<torch::Tensor> backward(torch::Tensor grad_y, torch::Tensor x, torch::Tensor gamma, torch::Tensor beta,
-                                    torch::Tensor mean, torch::Tensor invstd) {
+                                    torch::Tensor mean, torch::Tensor invstd, int64_t groups) {
   TORCH_CHECK(x.dim() == 2, "batch_norm_relu: x must be 2-D (rows × channels)");
   const int64_t n = x.size(0), c = x.size(1);
   check(x, 2, {gamma, beta, mean, invstd}, c);
-  TORCH_CHECK(grad_y.sizes() == x.sizes() && grad_y.is_contiguous() && grad_y.scalar_type() == torch::kFloat,
-              "batch_norm_relu: grad_y must be contiguous float32 of x's shape");
+  const auto gy = layout(n, c, groups);
+  TORCH_CHECK(grad_y.dim() == 3 && grad_y.size(0) == groups && grad_y.size(1) == n && grad_y.size(2) == c / groups &&
+                  grad_y.is_contiguous() && grad_y.scalar_type() == torch::kFloat,
+              "batch_norm_relu: grad_y must be contiguous float32 of the output's shape");
   const StoredRows rows{x.data_ptr<float>(), c};
   const float* GY = grad_y.data_ptr<float>();
-  const auto bw = backward_sums(rows, GY, n, c, gamma, beta, mean, invstd);
+  const auto bw = backward_sums(rows, GY, gy, n, c, gamma, beta, mean, invstd);
   const float* M = mean.data_ptr<float>();
   const float* B = beta.data_ptr<float>();
+  const float *A = bw.a.data(), *K1 = bw.k1.data(), *K2 = bw.k2.data(), *K3 = bw.k3.data();
   auto grad_x = torch::empty_like(x);
   float* GX = grad_x.data_ptr<float>();
   each_block(n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) grad_row(rows.row(i, nullptr), GY + i * c, bw, M, B, c, GX + i * c);
+    sweep<0>(rows, i0, i1, c, nullptr, [&]<class T>(T*, const auto& blk, int64_t i, int64_t j) {
+      const T m = load<T>(M + j), xi = blk.template at<T>(i, j);
+      const T gm = where_positive(pre(xi, m, load<T>(A + j), load<T>(B + j)), load<T>(GY + gy.at(i, j)));
+      store(GX + i * c + j, load<T>(K1 + j) * (gm - load<T>(K2 + j) - (xi - m) * load<T>(K3 + j)));
+    });
   });
   return {grad_x, bw.grad_gamma, bw.grad_beta};
 }

@@ -135,7 +135,8 @@ def _put_ninja_on_path() -> None:
 
 
 class _BatchNormReLU(torch.autograd.Function):
-    """relu(batch_norm(x)) in training mode over N×C rows; updates the running statistics in place."""
+    """relu(batch_norm(x)) in training mode over N×C rows, returned as groups × N × (C/groups) (each group's channels
+    a block of its own; groups 1: the N×C rows); updates the running statistics in place."""
 
     @staticmethod
     def forward(
@@ -147,11 +148,13 @@ class _BatchNormReLU(torch.autograd.Function):
         running_var: Tensor,
         momentum: float,
         eps: float,
+        groups: int,
     ) -> Tensor:
         kernels = extension()
         assert kernels is not None
-        y, mean, invstd = kernels.forward(x, weight, bias, running_mean, running_var, momentum, eps)
+        y, mean, invstd = kernels.forward(x, weight, bias, running_mean, running_var, momentum, eps, groups)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.groups = groups
         return y
 
     @staticmethod
@@ -159,8 +162,10 @@ class _BatchNormReLU(torch.autograd.Function):
         kernels = extension()
         assert kernels is not None
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        grad_x, grad_weight, grad_bias = kernels.backward(grad_y.contiguous(), x, weight, bias, mean, invstd)
-        return grad_x, grad_weight, grad_bias, None, None, None, None
+        grad_x, grad_weight, grad_bias = kernels.backward(
+            grad_y.contiguous(), x, weight, bias, mean, invstd, ctx.groups
+        )
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
 class _ConvBatchNormReLU(torch.autograd.Function):
@@ -263,8 +268,36 @@ def batch_norm_relu(
     assert weight is not None and bias is not None
     b, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view: channels-last memory is rows of C channels
-    y = _BatchNormReLU.apply(rows, weight, bias, running_mean, running_var, momentum, eps)
+    y = _BatchNormReLU.apply(rows, weight, bias, running_mean, running_var, momentum, eps, 1)
     return y.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def batch_norm_relu_by_group(
+    x: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    *,
+    groups: int,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """:func:`batch_norm_relu` laid out for a consumer per group of channels: returns groups × B × (H·W·C/groups),
+    group g's features of example b in (h, w, channel) order; ``groups`` divides C. cnn1d's last layer hands each
+    cell's features to that cell's linear head so. Fused (channels per group a multiple of 16), the kernels write
+    this layout and read their gradient in it: no copy either way (the copies took 0.8 ms of cnn1d's 11 ms step for
+    16 cells); else :func:`batch_norm_relu` and a copy."""
+    b, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"batch_norm_relu_by_group: {groups} groups do not divide {c} channels")
+    if not (_fusable(x, weight, bias, training) and (c // groups) % 16 == 0):
+        y = batch_norm_relu(x, running_mean, running_var, weight, bias, training=training, momentum=momentum, eps=eps)
+        return y.permute(0, 2, 3, 1).reshape(b, h * w, groups, -1).permute(2, 0, 1, 3).reshape(groups, b, -1)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+    out: Tensor = _BatchNormReLU.apply(rows, weight, bias, running_mean, running_var, momentum, eps, groups)
+    return out.view(groups, b, -1)
 
 
 def conv_batch_norm_relu_applies(x: Tensor, conv_weight: Tensor, weight: Tensor | None, training: bool) -> bool:

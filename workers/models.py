@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from sweeps import load_plugin
 from workers.fused import (
     batch_norm_relu,
+    batch_norm_relu_by_group,
     conv_batch_norm_relu,
     conv_batch_norm_relu_applies,
     grouped_conv1d,
@@ -159,11 +160,11 @@ class CNN1d(nn.Module):
         B×(K·C)×1×L, each convolution is one grouped convolution (groups = K; ``workers.fused``'s kernels where they
         apply, as oneDNN's grouped convolutions are slow on AVX2 CPUs), each BatchNorm with its ReLU is one fused
         operator over K·C channels (``workers.fused``) — per-channel statistics are per-cell statistics, and the
-        running estimates update in place in the stacked buffers — and the heads are one ``baddbmm``
-        (``_stacked_linear``). The first layer, whose one input channel is the same batch for every cell, is one fused
-        operator from the batch to its ReLU where ``workers.fused`` has it (float32 on a CPU, training). A few large
-        kernels instead of K small ones: that is what makes a bundle faster than its cells one at a time on a CPU
-        (``bench/train_throughput.py``).
+        running estimates update in place in the stacked buffers — and the heads are one ``baddbmm``, reading the
+        last layer's output as it writes it (each cell's features in a block of their own). The first layer, whose
+        one input channel is the same batch for every cell, is one fused operator from the batch to its ReLU where
+        ``workers.fused`` has it (float32 on a CPU, training). A few large kernels instead of K small ones: that is
+        what makes a bundle faster than its cells one at a time on a CPU (``bench/train_throughput.py``).
 
         The activations are 2-D images of height 1 in channels-last memory order: oneDNN's grouped convolution and
         PyTorch's BatchNorm run several times faster on it than on B×(K·C)×L (``bench/batched_step.py``: the step
@@ -200,12 +201,20 @@ class CNN1d(nn.Module):
                         padding=(0, pad[0]),
                         groups=k,
                     )
-                h = batch_norm_relu(h, **norm)
+                if i + 3 < len(self.features):
+                    h = batch_norm_relu(h, **norm)
+                else:
+                    # The last layer: each cell's features K×B×(L·C), in (position, channel) order, as the heads read
+                    # them (workers.fused writes them so: no copy between the two).
+                    h = batch_norm_relu_by_group(h, groups=k, **norm)
             _count_batch(bn, f"features.{i + 1}", buffers)
-        assert h is not None
-        # Each cell's features in the module's own (C, L) flattening order, cells first.
-        h = h.reshape(h.shape[0], k, -1).transpose(0, 1)  # K×B×(C·L)
-        return _stacked_linear(h, params["head.weight"], params["head.bias"])
+        assert h is not None and h.dim() == 3, "cnn1d has more than one layer"
+        # Each cell's head weights K×classes×(C·L), the module's (C, L) flattening order, put in the features' (L, C)
+        # order. h·weightᵀ (not _stacked_linear's weight·hᵀ): the gradient of h then comes K×B×(L·C), contiguous, the
+        # layout the last layer's backward reads.
+        channels = params[f"features.{len(self.features) - 3}.weight"].shape[1]
+        w = params["head.weight"].unflatten(2, (channels, -1)).transpose(2, 3).flatten(2)
+        return torch.baddbmm(params["head.bias"].unsqueeze(1), h, w.mT)
 
 
 def cnn1d(input_shape: Shape, n_classes: int) -> nn.Module:
