@@ -71,13 +71,14 @@ def test_fused_batch_norm_relu_gives_pytorch_s_numbers_and_gradients(shape):
 
 def _operators(y: torch.Tensor) -> set[str]:
     """The names of the backward functions that made ``y``."""
-    seen, todo = set(), [y.grad_fn]
+    names, seen, todo = set(), set(), [y.grad_fn]
     while todo:
         fn = todo.pop()
-        if fn is not None and type(fn).__name__ not in seen:
-            seen.add(type(fn).__name__)
+        if fn is not None and id(fn) not in seen:
+            seen.add(id(fn))
+            names.add(type(fn).__name__)
             todo.extend(f for f, _ in fn.next_functions)
-    return seen
+    return names
 
 
 def test_the_fused_operator_runs_where_it_applies_and_pytorch_s_elsewhere():
@@ -96,6 +97,45 @@ def test_the_fused_operator_runs_where_it_applies_and_pytorch_s_elsewhere():
         ours, theirs = _run("fused", inputs, training), _run("pytorch", inputs, training)
         for name, expected in theirs.items():
             assert torch.equal(ours[name], expected), (what, name)  # the very same operators: bit for bit
+
+
+def _by_group(y: torch.Tensor, groups: int) -> torch.Tensor:
+    """B×C×H×W as groups × B × (H·W·C/groups): each group's features of an example in (h, w, channel) order."""
+    b, c, h, w = y.shape
+    return y.permute(0, 2, 3, 1).reshape(b, h * w, groups, c // groups).permute(2, 0, 1, 3).reshape(groups, b, -1)
+
+
+@pytest.mark.parametrize(("shape", "groups"), [((16, 64, 1, 10), 4), ((3, 32, 2, 3), 2), ((4, 48, 1, 5), 6)])
+def test_batch_norm_relu_by_group_is_batch_norm_relu_laid_out_by_group(shape, groups):
+    t = _inputs(shape)
+    outs = {}
+    for how in ("by group", "then copied"):
+        x, w, b = (t[k].clone().requires_grad_() for k in ("x", "weight", "bias"))
+        mean, var = t["running_mean"].clone(), t["running_var"].clone()
+        kw = {"training": True, "momentum": 0.1, "eps": 1e-5}
+        if how == "by group":
+            y = fused.batch_norm_relu_by_group(x, mean, var, w, b, groups=groups, **kw)
+        else:
+            y = _by_group(fused.batch_norm_relu(x, mean, var, w, b, **kw), groups)
+        y.backward(_by_group(t["grad"], groups))
+        outs[how] = {"y": y, "mean": mean, "var": var, "x.grad": x.grad, "w.grad": w.grad, "b.grad": b.grad}
+        if how == "by group":
+            # Fused where a group's channels are a multiple of 16 (the kernels write the layout: no copy); with 8 (48
+            # channels in 6 groups) batch_norm_relu and a copy.
+            fused_here = (shape[1] // groups) % 16 == 0
+            assert ("CloneBackward0" not in _operators(y)) == fused_here
+            assert "_BatchNormReLUBackward" in _operators(y)
+    for name, expected in outs["then copied"].items():
+        assert torch.equal(outs["by group"][name], expected), name  # the same sums in the same order: bit for bit
+
+
+def test_batch_norm_relu_by_group_needs_groups_that_divide_the_channels():
+    t = _inputs((4, 32, 1, 5))
+    with pytest.raises(ValueError, match="3 groups do not divide 32 channels"):
+        fused.batch_norm_relu_by_group(
+            t["x"], t["running_mean"], t["running_var"], t["weight"], t["bias"], groups=3, training=True,
+            momentum=0.1, eps=1e-5,
+        )  # fmt: skip
 
 
 PROBE = """
