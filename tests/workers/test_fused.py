@@ -54,19 +54,37 @@ def test_the_fused_kernels_build_on_this_machine():
     )  # make test installs a C++ compiler where it is missing (make kernels), as the Dockerfile does
 
 
+def _assert_as_close_as_pytorch(
+    ours: dict[str, torch.Tensor],
+    exact: dict[str, torch.Tensor],
+    pytorch_float32: dict[str, torch.Tensor],
+    times: float,
+) -> None:
+    """Each of ``ours`` within ``times`` PyTorch's own float32 error against float64 (``exact``), or 1e-6 of its
+    scale."""
+    for name, expected in exact.items():
+        scale = expected.abs().max().item()
+        theirs = (pytorch_float32[name].double() - expected).abs().max().item()
+        error = (ours[name].double() - expected).abs().max().item()
+        assert error <= max(times * theirs, 1e-6 * scale), (name, error, theirs)
+
+
 @pytest.mark.parametrize("shape", [(128, 256, 1, 40), (3, 24, 1, 7), (2, 5, 3, 4)])
 def test_fused_batch_norm_relu_gives_pytorch_s_numbers_and_gradients(shape):
     t = _inputs(shape)
     ours, exact = _run("fused", t), _run("pytorch", {k: v.double() for k, v in t.items()})
     pytorch_float32 = _run("pytorch", t)
-    for name, expected in exact.items():
-        # Against PyTorch in float64: as close as PyTorch's own float32 operators come, or closer (which sums its
-        # float32 mean over all rows unshifted: with activations around 20, ~1e-5 relative off).
-        scale = expected.abs().max().item()
-        theirs = (pytorch_float32[name].double() - expected).abs().max().item()
-        error = (ours[name].double() - expected).abs().max().item()
-        assert error <= max(2 * theirs, 1e-6 * scale), (name, error, theirs)
+    # Against PyTorch in float64: as close as PyTorch's own float32 operators come, or closer (which sums its float32
+    # mean over all rows unshifted: with activations around 20, ~1e-5 relative off).
+    _assert_as_close_as_pytorch(ours, exact, pytorch_float32, times=2)
     assert ours["y"].is_contiguous(memory_format=torch.channels_last)
+
+
+def _assert_channels_last_like(y: torch.Tensor, expected: torch.Tensor) -> None:
+    """``y`` has ``expected``'s shape and the strides PyTorch gives such a tensor in channels-last (oneDNN's
+    convolutions pick their layout from them)."""
+    assert y.shape == expected.shape
+    assert y.stride() == torch.empty_like(y, memory_format=torch.channels_last).stride()
 
 
 def _operators(y: torch.Tensor) -> set[str]:
@@ -233,15 +251,8 @@ def test_the_fused_first_layer_gives_pytorch_s_numbers_and_gradients(batch, leng
     t = _conv_inputs(batch, length, c, width, stride, pad)
     ours = _run_conv("fused", t, stride, pad)
     exact = _run_conv("pytorch", {k: v.double() for k, v in t.items()}, stride, pad)
-    pytorch_float32 = _run_conv("pytorch", t, stride, pad)
-    for name, expected in exact.items():
-        scale = expected.abs().max().item()
-        theirs = (pytorch_float32[name].double() - expected).abs().max().item()
-        error = (ours[name].double() - expected).abs().max().item()
-        assert error <= max(2 * theirs, 1e-6 * scale), (name, error, theirs)
-    # Channels-last with the strides PyTorch gives such a tensor (oneDNN's convolutions pick their layout from them).
-    assert ours["y"].shape == exact["y"].shape
-    assert ours["y"].stride() == torch.empty_like(ours["y"], memory_format=torch.channels_last).stride()
+    _assert_as_close_as_pytorch(ours, exact, _run_conv("pytorch", t, stride, pad), times=2)
+    _assert_channels_last_like(ours["y"], exact["y"])
     assert "_ConvBatchNormReLUBackward" in _operators(ours["y"])
 
 
@@ -309,15 +320,9 @@ def test_the_grouped_convolution_gives_pytorch_s_numbers_and_gradients(
     t = _grouped_inputs(batch, length, groups, c_in, c_out, width, stride, pad)
     ours = _run_grouped("fused", t, groups, stride, pad)
     exact = _run_grouped("pytorch", {k: v.double() for k, v in t.items()}, groups, stride, pad)
-    pytorch_float32 = _run_grouped("pytorch", t, groups, stride, pad)
-    for name, expected in exact.items():
-        # Float32 sums in another order than oneDNN's: within a few times its rounding of the same sums.
-        scale = expected.abs().max().item()
-        theirs = (pytorch_float32[name].double() - expected).abs().max().item()
-        error = (ours[name].double() - expected).abs().max().item()
-        assert error <= max(4 * theirs, 1e-6 * scale), (name, error, theirs)
-    assert ours["y"].shape == exact["y"].shape
-    assert ours["y"].stride() == torch.empty_like(ours["y"], memory_format=torch.channels_last).stride()
+    # Float32 sums in another order than oneDNN's: within a few times its rounding of the same sums.
+    _assert_as_close_as_pytorch(ours, exact, _run_grouped("pytorch", t, groups, stride, pad), times=4)
+    _assert_channels_last_like(ours["y"], exact["y"])
     assert "_GroupedConvBackward" in _operators(ours["y"])
 
 
