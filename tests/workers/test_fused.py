@@ -126,16 +126,18 @@ def _by_group(y: torch.Tensor, groups: int) -> torch.Tensor:
 @pytest.mark.parametrize(("shape", "groups"), [((16, 64, 1, 10), 4), ((3, 32, 2, 3), 2), ((4, 48, 1, 5), 6)])
 def test_batch_norm_relu_by_group_is_batch_norm_relu_laid_out_by_group(shape, groups):
     t = _inputs(shape)
-    outs = {}
+    outs: dict[str, dict[str, torch.Tensor]] = {}
     for how in ("by group", "then copied"):
         x, w, b = (t[k].clone().requires_grad_() for k in ("x", "weight", "bias"))
         mean, var = t["running_mean"].clone(), t["running_var"].clone()
-        kw = {"training": True, "momentum": 0.1, "eps": 1e-5}
         if how == "by group":
-            y = fused.batch_norm_relu_by_group(x, mean, var, w, b, groups=groups, **kw)
+            y = fused.batch_norm_relu_by_group(
+                x, mean, var, w, b, groups=groups, training=True, momentum=0.1, eps=1e-5
+            )  # fmt: skip
         else:
-            y = _by_group(fused.batch_norm_relu(x, mean, var, w, b, **kw), groups)
+            y = _by_group(fused.batch_norm_relu(x, mean, var, w, b, training=True, momentum=0.1, eps=1e-5), groups)
         y.backward(_by_group(t["grad"], groups))
+        assert x.grad is not None and w.grad is not None and b.grad is not None
         outs[how] = {"y": y, "mean": mean, "var": var, "x.grad": x.grad, "w.grad": w.grad, "b.grad": b.grad}
         if how == "by group":
             # Fused where a group's channels are a multiple of 16 (the kernels write the layout: no copy); with 8 (48
