@@ -244,6 +244,75 @@ Layout layout(int64_t n, int64_t c, int64_t groups) {
   return out;
 }
 
+// Per-channel mean and (biased) variance over n rows, in double.
+struct Moments {
+  std::vector<double> mean, var;
+};
+
+// Of stored rows: one pass of sums of (x - shift) and its square, shifted by the first row (no cancellation when the
+// mean dwarfs the spread), float within a block of rows, double across blocks.
+inline Moments moments(const StoredRows& rows, int64_t n, int64_t c) {
+  const float* S = rows.x;  // row 0
+  const auto sums = block_sums(n, 2 * c, [&](int64_t i0, int64_t i1, float* p) {
+    sweep<2>(rows, i0, i1, c, p, [&]<class T>(T* acc, const auto& blk, int64_t i, int64_t j) {
+      const T d = blk.template at<T>(i, j) - load<T>(S + j);
+      acc[0] += d;
+      acc[1] += d * d;
+    });
+  });
+  Moments out{std::vector<double>(c), std::vector<double>(c)};
+  for (int64_t j = 0; j < c; ++j) {
+    const double m = sums[j] / n;
+    out.mean[j] = S[j] + m;
+    out.var[j] = std::max(0.0, sums[c + j] / n - m * m);
+  }
+  return out;
+}
+
+// The input windows' means v̄_t and centred products C_st = Σ_rows (v_s - v̄_s)·(v_t - v̄_t) over n rows of a
+// convolution, in double: the same for every channel.
+template <int KW>
+struct Windows {
+  double mean[KW];
+  double cov[KW][KW];
+};
+
+template <int KW>
+Windows<KW> windows(const ConvolvedRows<KW>& rows, int64_t n) {
+  Windows<KW> w{};
+  for (int64_t i = 0; i < n; ++i) {
+    const float* v = rows.window(i);
+    for (int s = 0; s < KW; ++s) w.mean[s] += v[s];
+  }
+  for (int s = 0; s < KW; ++s) w.mean[s] /= n;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* v = rows.window(i);
+    for (int s = 0; s < KW; ++s) {
+      for (int u = 0; u < KW; ++u) w.cov[s][u] += (v[s] - w.mean[s]) * (v[u] - w.mean[u]);
+    }
+  }
+  return w;
+}
+
+// Of computed rows, from the windows alone, no pass over the rows: channel j's values are w_j·v over the windows v, so
+// their mean is w_j·v̄ and their variance w_jᵀ·C·w_j / n (cnn1d's first layer's forward: one pass instead of two).
+template <int KW>
+Moments moments(const ConvolvedRows<KW>& rows, int64_t n, int64_t c) {
+  const auto w = windows(rows, n);
+  Moments out{std::vector<double>(c), std::vector<double>(c)};
+  for (int64_t j = 0; j < c; ++j) {
+    double m = 0.0, var = 0.0;
+    for (int s = 0; s < KW; ++s) {
+      const double ws = rows.wt[s * c + j];
+      m += ws * w.mean[s];
+      for (int u = 0; u < KW; ++u) var += ws * rows.wt[u * c + j] * w.cov[s][u];
+    }
+    out.mean[j] = m;
+    out.var[j] = std::max(0.0, var / n);
+  }
+  return out;
+}
+
 // The forward over n rows: returns (y: groups × n × C / groups as laid out by layout(n, C, groups), mean, invstd);
 // updates running_mean and running_var in place (unbiased variance), as torch.nn.functional.batch_norm does in
 // training mode.
@@ -253,17 +322,7 @@ std::vector<torch::Tensor> normalize(const Rows& rows, int64_t n, int64_t c, con
                                      torch::Tensor& running_var, double momentum, double eps, int64_t groups = 1) {
   TORCH_CHECK(n > 1, "batch_norm_relu: expected more than 1 value per channel when training");
   const auto options = gamma.options();
-  // Sums of (x - shift) and its square, shifted by the first row: no cancellation when the mean dwarfs the spread.
-  std::vector<float> shift(c);
-  std::copy_n(rows.row(0, shift.data()), c, shift.begin());
-  const float* S = shift.data();
-  const auto sums = block_sums(n, 2 * c, [&](int64_t i0, int64_t i1, float* p) {
-    sweep<2>(rows, i0, i1, c, p, [&]<class T>(T* acc, const auto& blk, int64_t i, int64_t j) {
-      const T d = blk.template at<T>(i, j) - load<T>(S + j);
-      acc[0] += d;
-      acc[1] += d * d;
-    });
-  });
+  const auto mv = moments(rows, n, c);
   auto mean = torch::empty({c}, options), invstd = torch::empty({c}, options);
   float* M = mean.data_ptr<float>();
   float* I = invstd.data_ptr<float>();
@@ -273,9 +332,8 @@ std::vector<torch::Tensor> normalize(const Rows& rows, int64_t n, int64_t c, con
   float* RV = running_var.data_ptr<float>();
   std::vector<float> a(c);
   for (int64_t j = 0; j < c; ++j) {
-    const double m = sums[j] / n;
-    const double var = std::max(0.0, sums[c + j] / n - m * m);
-    M[j] = static_cast<float>(shift[j] + m);
+    const double var = mv.var[j];
+    M[j] = static_cast<float>(mv.mean[j]);
     I[j] = static_cast<float>(1.0 / std::sqrt(var + eps));
     RM[j] = static_cast<float>((1 - momentum) * RM[j] + momentum * M[j]);
     RV[j] = static_cast<float>((1 - momentum) * RV[j] + momentum * var * n / (n - 1));
@@ -376,22 +434,10 @@ std::vector<torch::Tensor> conv_backward_k(const torch::Tensor& grad_y, const to
   std::vector<float> a(c);
   for (int64_t j = 0; j < c; ++j) a[j] = I[j] * G[j];
   const float* A = a.data();
-  // The windows' sums over all rows, and their centred products: Σ_rows (x_j - mean_j)·v_t = Σ_s w_js·C_st with
-  // C_st = Σ_rows (v_s - v̄_s)·(v_t - v̄_t), the same for every channel (in double, from the data).
-  std::vector<double> vbar(KW, 0.0), cov(KW * KW, 0.0);
-  for (int64_t i = 0; i < n; ++i) {
-    const float* v = rows.window(i);
-    for (int s = 0; s < KW; ++s) vbar[s] += v[s];
-  }
-  for (int s = 0; s < KW; ++s) vbar[s] /= n;
-  for (int64_t i = 0; i < n; ++i) {
-    const float* v = rows.window(i);
-    for (int s = 0; s < KW; ++s) {
-      for (int u = 0; u < KW; ++u) cov[s * KW + u] += (v[s] - vbar[s]) * (v[u] - vbar[u]);
-    }
-  }
+  // Σ_rows (x_j - mean_j)·v_t = Σ_s w_js·C_st (windows: C, v̄).
+  const auto win = windows(rows, n);
   float vbar_f[KW];
-  for (int s = 0; s < KW; ++s) vbar_f[s] = static_cast<float>(vbar[s]);
+  for (int s = 0; s < KW; ++s) vbar_f[s] = static_cast<float>(win.mean[s]);
   // One pass: with gm the gradient under the ReLU's mask and ṽ = v - v̄, dL/dz = k1·(gm - k2 - (x - mean)·k3) (k2, k3
   // from this pass's sums) gives dL/dw[j, t] = Σ dL/dz·v_t = k1·(Σ gm·ṽ_t - k3·Σ (x - mean)·ṽ_t), the k2 term
   // vanishing against ṽ's zero sum: the sums Σ gm, Σ gm·(x - mean) and Σ gm·ṽ_t take the one pass over dL/dy that
@@ -426,7 +472,7 @@ std::vector<torch::Tensor> conv_backward_k(const torch::Tensor& grad_y, const to
     const double k3 = static_cast<double>(I[j]) * I[j] * sums[c + j] / n;
     for (int t = 0; t < KW; ++t) {
       double q = 0.0;  // Σ (x_j - mean_j)·ṽ_t
-      for (int s = 0; s < KW; ++s) q += W[j * KW + s] * cov[s * KW + t];
+      for (int s = 0; s < KW; ++s) q += W[j * KW + s] * win.cov[s][t];
       GW[j * KW + t] = static_cast<float>(k1 * (sums[(2 + t) * c + j] - k3 * q));
     }
   }
