@@ -99,7 +99,6 @@ inline void for_slabs(int64_t c, const F& f) {
 // The pre-activation (x - mean)·a + beta with a = invstd·gamma: centred first, as PyTorch does, so that a mean far
 // from zero costs no precision; the same rounding (one fused multiply-add) in the forward and the backward, so that
 // the backward's recomputed ReLU mask is exactly the forward's.
-inline float pre(float x, float mean, float a, float beta) { return std::fma(x - mean, a, beta); }
 template <class T>
 inline T pre(T x, T mean, T a, T beta) {
   return fmadd(x - mean, a, beta);
@@ -109,13 +108,12 @@ constexpr int64_t kBlock = 64;  // rows per float partial sum: a float sum over 
                                 // the kernels' other roundings; accumulating in double in the loop runs at half width
 constexpr int64_t kRows = 256;  // rows per thread at least (256 rows of 256 channels: 256 KiB)
 
-// The rows BatchNorm normalizes, stored: row(i, scratch) points at row i of an N × C tensor; block(i0, i1) is rows
-// [i0, i1) (at most kBlock), whose at<T>(i, j) is row i's slab of channels from j (sweep).
+// The rows BatchNorm normalizes, stored: an N × C tensor x; block(i0, i1) is rows [i0, i1) (at most kBlock), whose
+// at<T>(i, j) is row i's slab of channels from j (sweep).
 struct StoredRows {
   static constexpr bool kBySlab = false;  // see sweep
   const float* x;
   int64_t c;
-  const float* row(int64_t i, float* /*scratch*/) const { return x + i * c; }
 
   struct Block {
     const float* x;
@@ -139,16 +137,6 @@ struct ConvolvedRows {
   int64_t plen, lo, stride, c;
 
   const float* window(int64_t i) const { return padded.data() + (i / lo) * plen + (i % lo) * stride; }
-  const float* row(int64_t i, float* z) const {
-    const float* v = window(i);
-#pragma omp simd
-    for (int64_t j = 0; j < c; ++j) {
-      float acc = 0.f;
-      for (int t = 0; t < KW; ++t) acc = std::fma(wt[t * c + j], v[t], acc);
-      z[j] = acc;
-    }
-    return z;
-  }
 
   struct Block {
     const ConvolvedRows* rows;
@@ -208,7 +196,7 @@ inline void sweep(const Rows& rows, int64_t i0, int64_t i1, int64_t c, float* p,
   const auto blk = rows.block(i0, i1);
   if constexpr (Rows::kBySlab) {
     for_slabs(c, [&]<class T>(int64_t j) {
-      T acc[nacc + 1] = {};
+      T acc[nacc + 1] = {};  // + 1: no array of size 0 where there are no sums
       for (int64_t i = i0; i < i1; ++i) body.template operator()<T>(acc, blk, i, j);
       for (int q = 0; q < nacc; ++q) store(p + q * c + j, acc[q]);
     });

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("fused.cpp")
 # -march=native: the code is for this CPU (the build's name carries the CPU's features, so that a shared extensions
 # folder never hands it to another kind). -fopenmp: at::parallel_for's threads (ATen's OpenMP backend is inline in
-# its headers) and the loops' `omp simd` hints; the library then needs libgomp.so.1, which the process already has
+# its headers); the library then needs libgomp.so.1, which the process already has
 # loaded from torch's wheel, so the kernels share torch's thread pool and its torch.set_num_threads.
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
