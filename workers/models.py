@@ -76,7 +76,8 @@ def _stacked_linear(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     view of weight·hᵀ + bias (K×out×B).
 
     Why transposed: the backward's products then come in the layouts MKL runs fast. Computed as h·weightᵀ, the weight's
-    gradient is hᵀ·grad with hᵀ a strided view, which took 2.3 ms per step for cnn1d's 16 heads on an AMD EPYC core
+    gradient is hᵀ·grad with hᵀ a strided view, which took 2.3 ms per step for cnn1d's 16 heads (whose h was such a
+    view then; they now read a contiguous h and take h·weightᵀ: ``CNN1d.batched_forward``) on an AMD EPYC core
     against 0.2 ms for grad·h here (``bench/batched_step.py``'s profile), and mlp's 16-cell step took 26.2 ms against
     21.8; the loss takes its logits as K×classes×B anyway (``workers.train.cross_entropies``), which this view already
     is in memory.
